@@ -1,0 +1,145 @@
+"""Content policy: what text of a call may be stored or exported, applied off the request path.
+
+The request path only keeps references (a shallow copy of the request messages and the texts
+received). The writer applies this policy before anything is persisted, and the span code before
+anything is exported: secrets are scrubbed in every mode, sizes are capped, and the content mode
+(``full``, ``redacted``, ``hashed``, ``none``) decides whether text survives at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wasteaudit.config import Settings
+    from wasteaudit.records import CallRecord
+
+# Credentials that must never reach storage, logs or spans, whatever the mode.
+_SECRET_PATTERNS = re.compile(
+    r"(?:"
+    r"sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"  # OpenAI / Anthropic keys
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{16,}"  # bearer tokens
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
+    r"|AIza[0-9A-Za-z_\-]{35}"  # Google API keys
+    r"|gh[pousr]_[A-Za-z0-9]{36,}"  # GitHub tokens
+    r"|xox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack tokens
+    r"|(?i:(?:api[_-]?key|x-api-key|authorization|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]{8,}"
+    r")"
+)
+REDACTED = "[REDACTED]"
+
+
+def scrub(text: str) -> str:
+    """Replace credentials by a marker; cheap when there are none (one regex pass)."""
+    if not text:
+        return text
+    return _SECRET_PATTERNS.sub(REDACTED, text)
+
+
+def to_jsonable(value: Any, _depth: int = 0) -> Any:
+    """Plain JSON data from SDK objects (pydantic models, TypedDicts, iterables)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if _depth > 32:
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, _depth + 1) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return to_jsonable(dump(mode="json", exclude_unset=True), _depth + 1)
+        except Exception:
+            pass
+    return repr(value)
+
+
+def _map_strings(value: Any, fn: Any) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    return value
+
+
+def _cap(text: str, limit: int) -> tuple[str, bool]:
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text, False
+    return encoded[:limit].decode("utf-8", "ignore"), True
+
+
+def keyed_hash(text: str, key: str) -> str:
+    return hmac.new(key.encode() or b"wasteaudit", text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
+
+
+def hash_segments(text: str, key: str) -> dict[str, Any]:
+    """Hashed mode keeps per-line keyed hashes: exact repeats stay detectable, text does not."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return {"sha": keyed_hash(text, key), "chars": len(text), "lines": [keyed_hash(line, key) for line in lines]}
+
+
+def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRecord":
+    """Filter a record's content in place according to the settings; idempotent."""
+    if record.policy_applied:
+        return record
+    mode = settings.content_mode
+    record.content_mode = mode
+    limit = settings.max_output_bytes
+    redact = settings.redact
+    key = settings.hash_key
+
+    def text_fn(text: str) -> Any:
+        clean = scrub(text)
+        if mode == "redacted" and redact is not None:
+            try:
+                clean = scrub(str(redact(clean)))
+            except Exception:
+                clean = REDACTED  # a failing hook must not leak the text it was meant to hide
+        if mode == "hashed":
+            return hash_segments(clean, key)
+        capped, cut = _cap(clean, limit)
+        if cut:
+            record.content_truncated = True
+        return capped
+
+    if mode == "none":
+        record.input_messages = None
+        record.system_instructions = None
+        record.tool_definitions = None
+        for choice in record.choices:
+            choice.text = None
+            choice.refusal = None
+            choice.reasoning_text = None
+            if choice.tool_calls:
+                choice.tool_calls = [{"id": c.get("id"), "name": c.get("name")} for c in choice.tool_calls]
+    else:
+        record.input_messages = _map_strings(to_jsonable(record.input_messages), text_fn) if record.input_messages is not None else None
+        record.system_instructions = (
+            _map_strings(to_jsonable(record.system_instructions), text_fn) if record.system_instructions is not None else None
+        )
+        record.tool_definitions = to_jsonable(record.tool_definitions) if record.tool_definitions is not None else None
+        for choice in record.choices:
+            if choice.text is not None:
+                choice.text = text_fn(choice.text)
+            if choice.refusal is not None:
+                choice.refusal = text_fn(choice.refusal)
+            if choice.reasoning_text is not None:
+                choice.reasoning_text = text_fn(choice.reasoning_text)
+            if choice.tool_calls:
+                choice.tool_calls = _map_strings(to_jsonable(choice.tool_calls), text_fn)
+    record.response_format = to_jsonable(record.response_format) if record.response_format is not None else None
+    if record.error_message:
+        record.error_message = scrub(record.error_message)[:2000]
+    if record.content_truncated and "content truncated at max_output_bytes" not in record.gaps:
+        record.gaps.append("content truncated at max_output_bytes")
+    record.policy_applied = True
+    return record

@@ -1,0 +1,255 @@
+"""The lifecycle every instrumented SDK call goes through, shared by the provider modules.
+
+A provider wrapper creates a :class:`CallTracker` when the SDK method is entered, fills the
+record as data arrives (usage, outputs, attempts), and calls :meth:`CallTracker.finish` exactly
+once — on return, on error, or when a stream ends, is closed, is abandoned or is collected.
+``finish`` stamps timing, derives the finish category, decorates the span from the record, ends
+the span (when it is ours) and hands the record to the pipeline. Nothing here raises into the app.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from wasteaudit._internal import pipeline, tracing
+from wasteaudit._internal import semconv as sc
+from wasteaudit._internal.runs import current_run, materialize
+from wasteaudit._internal.safety import internal_error
+from wasteaudit.config import get_settings
+from wasteaudit.records import AttemptRecord, CallRecord, new_id
+
+# The call whose SDK method is executing in this context: attempt hooks (HTTP send wrappers,
+# middleware) attach what they see to it. Also a re-entrancy guard: a helper such as
+# ``chat.completions.stream()`` that calls the patched ``create()`` must yield one record.
+active_call: ContextVar["CallTracker | None"] = ContextVar("wasteaudit_active_call", default=None)
+
+_CATEGORY = {
+    "stop": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "completed": "stop",
+    "pause_turn": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "max_output_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "incomplete:max_output_tokens": "length",
+    "tool_calls": "tool",
+    "tool_use": "tool",
+    "function_call": "tool",
+    "content_filter": "filter",
+    "incomplete:content_filter": "filter",
+    "refusal": "refusal",
+}
+_SEVERITY = {"error": 6, "refusal": 5, "filter": 4, "length": 3, "tool": 2, "stop": 1}
+
+# request parameter -> span attribute, for the ones that are plain scalars
+_PARAM_ATTRS = {
+    "max_tokens": sc.REQUEST_MAX_TOKENS,
+    "temperature": sc.REQUEST_TEMPERATURE,
+    "top_p": sc.REQUEST_TOP_P,
+    "top_k": sc.REQUEST_TOP_K,
+    "n": sc.REQUEST_CHOICE_COUNT,
+    "seed": sc.REQUEST_SEED,
+    "frequency_penalty": sc.REQUEST_FREQUENCY_PENALTY,
+    "presence_penalty": sc.REQUEST_PRESENCE_PENALTY,
+}
+
+
+def finish_category(reasons: list[str | None], *, refused: bool = False, failed: bool = False) -> str | None:
+    """One normalized outcome per call (the worst over its choices), for the scorer."""
+    if failed:
+        return "error"
+    worst: str | None = "refusal" if refused else None
+    for reason in reasons:
+        category = "error" if reason is None else _CATEGORY.get(reason, "stop")
+        if worst is None or _SEVERITY[category] > _SEVERITY[worst]:
+            worst = category
+    return worst
+
+
+class CallTracker:
+    """Builds one :class:`CallRecord` and its span; finalizes exactly once."""
+
+    __slots__ = ("record", "span", "own_span", "run", "_done", "_t0", "_token")
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        operation: str,
+        api: str,
+        method: str,
+        request_model: str | None,
+        stream: bool,
+        params: dict[str, Any],
+        server_address: str | None = None,
+        server_port: int | None = None,
+        span: Any = None,
+    ) -> None:
+        now = time.time()
+        self._t0 = time.perf_counter()
+        self._done = False
+        self._token: Any = None
+        run = current_run()
+        self.run = run
+        record = CallRecord(
+            id=new_id(),
+            provider=provider,
+            operation=operation,
+            api=api,
+            method=method,
+            started_at=now,
+            request_model=request_model,
+            stream=stream,
+            request_params=params,
+            server_address=server_address,
+            server_port=server_port,
+        )
+        if run is not None:
+            if not run.materialized:
+                materialize(run)
+            record.run_id = run.id
+            record.function = run.name
+            run.calls += 1
+        self.record = record
+        if span is not None:
+            # Enrich a span someone else owns (the Anthropic SDK's own): never a duplicate.
+            self.span = span
+            self.own_span = False
+            if span.is_recording():
+                span.set_attributes(self._start_attributes())
+        else:
+            self.own_span = True
+            name = f"{operation} {request_model}" if request_model else operation
+            self.span = tracing.start_call_span(name, self._start_attributes(), int(now * 1e9), run)
+        ctx = self.span.get_span_context()
+        if ctx.is_valid:
+            record.trace_id = format(ctx.trace_id, "032x")
+            record.span_id = format(ctx.span_id, "016x")
+
+    def _start_attributes(self) -> dict[str, Any]:
+        record = self.record
+        attrs: dict[str, Any] = {sc.OPERATION: record.operation, sc.PROVIDER: record.provider, sc.WA_CALL_ID: record.id}
+        if record.request_model:
+            attrs[sc.REQUEST_MODEL] = record.request_model
+        if record.server_address:
+            attrs[sc.SERVER_ADDRESS] = record.server_address
+        if record.server_port:
+            attrs[sc.SERVER_PORT] = record.server_port
+        if record.stream:
+            attrs[sc.REQUEST_STREAM] = True
+        if record.run_id:
+            attrs[sc.WA_RUN_ID] = record.run_id
+            attrs[sc.WA_RUN_NAME] = record.function
+        for key, value in record.request_params.items():
+            name = _PARAM_ATTRS.get(key)
+            if name is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                attrs[name] = value
+        stop = record.request_params.get("stop")
+        if isinstance(stop, str):
+            attrs[sc.REQUEST_STOP] = [stop]
+        elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+            attrs[sc.REQUEST_STOP] = list(stop)
+        if record.output_type:
+            attrs[sc.OUTPUT_TYPE] = record.output_type
+        return attrs
+
+    # -- context for attempt hooks -------------------------------------------------------------
+    def activate(self) -> None:
+        self._token = active_call.set(self)
+
+    def deactivate(self) -> None:
+        if self._token is not None:
+            try:
+                active_call.reset(self._token)
+            except ValueError:
+                active_call.set(None)
+            self._token = None
+
+    def attempt_started(self) -> AttemptRecord:
+        attempt = AttemptRecord(index=len(self.record.attempts), started_at=time.time())
+        self.record.attempts.append(attempt)
+        return attempt
+
+    @staticmethod
+    def attempt_ended(
+        attempt: AttemptRecord,
+        *,
+        started: float,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        attempt.duration_s = time.perf_counter() - started
+        attempt.status_code = status_code
+        attempt.error_type = error_type
+        attempt.request_id = request_id
+
+    def first_chunk(self) -> None:
+        if self.record.time_to_first_chunk_s is None:
+            self.record.time_to_first_chunk_s = time.perf_counter() - self._t0
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    def finish(self, error: BaseException | None = None, *, refused: bool = False) -> None:
+        """Finalize once: timing, category, span, pipeline. Later calls are no-ops."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            record = self.record
+            record.duration_s = time.perf_counter() - self._t0
+            record.ended_at = record.started_at + record.duration_s
+            if error is not None:
+                record.error_type = record.error_type or error_type_of(error)
+                if record.error_message is None:
+                    record.error_message = str(error)[:2000]
+                status = getattr(error, "status_code", None)
+                if isinstance(status, int):
+                    record.status_code = status
+            if record.finish_category is None:
+                failed = error is not None and record.output_tokens is None and not record.choices
+                record.finish_category = finish_category(record.finish_reasons, refused=refused, failed=failed)  # type: ignore[assignment]
+                if record.finish_category is None and error is not None:
+                    record.finish_category = "error"
+            if record.usage_source == "missing" and not any("usage" in gap for gap in record.gaps):
+                record.gaps.append("usage missing: " + ("call failed before usage arrived" if error is not None else "provider reported none"))
+            self._finish_span(error)
+        except Exception as exc:
+            internal_error("calls.finish", exc)
+        try:
+            pipeline.emit(self.record)
+        except Exception as exc:
+            internal_error("calls.emit", exc)
+
+    def _finish_span(self, error: BaseException | None) -> None:
+        span = self.span
+        if span.is_recording():
+            span.set_attributes(tracing.call_end_attributes(self.record))
+            if get_settings().capture_content_on_spans:
+                from wasteaudit._internal.content import apply_content_policy
+
+                apply_content_policy(self.record, get_settings())
+                span.set_attributes(tracing.content_attributes(self.record))
+            if error is not None and self.own_span:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, self.record.error_type or type(error).__name__))
+        if self.own_span:
+            span.end(end_time=int(self.record.ended_at * 1e9) if self.record.ended_at else None)
+
+
+def error_type_of(error: BaseException) -> str:
+    """Low-cardinality error.type: the provider's error type when it sent one, else the class name."""
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        kind = inner.get("type") if isinstance(inner, dict) else None
+        if isinstance(kind, str) and kind:
+            return kind
+    return type(error).__name__

@@ -1,0 +1,148 @@
+"""Transparent stream proxies that observe every item and finalize exactly once.
+
+The proxy is a ``wrapt.ObjectProxy``: every attribute of the SDK stream (``response``,
+``close``, helper internals) still resolves and ``isinstance`` still passes. Only iteration,
+the context-manager protocol and ``close``/``aclose`` are overridden. The observer sees each
+item as it passes (and may hide one: the usage-only chunk we asked for on the app's behalf),
+and ``on_end`` runs once on whichever comes first: exhaustion, an error, ``close()``, context
+exit, or garbage collection of an abandoned stream.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Protocol
+
+import wrapt
+
+from wasteaudit._internal.safety import internal_error
+
+
+class StreamObserver(Protocol):
+    def on_item(self, item: Any) -> bool:
+        """Record an item; return False to hide it from the app."""
+        ...
+
+    def on_end(self, error: BaseException | None, exhausted: bool) -> None:
+        """The stream ended: ``exhausted`` when the SDK iterator finished by itself."""
+        ...
+
+
+def _end_once(observer: StreamObserver, state: list[bool], error: BaseException | None, exhausted: bool) -> None:
+    if state[0]:
+        return
+    state[0] = True
+    try:
+        observer.on_end(error, exhausted)
+    except Exception as exc:
+        internal_error("streams.on_end", exc)
+
+
+def _observe(observer: StreamObserver, item: Any) -> bool:
+    try:
+        return observer.on_item(item) is not False
+    except Exception as exc:
+        internal_error("streams.on_item", exc)
+        return True
+
+
+class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Wraps ``openai.Stream`` / ``anthropic.Stream`` (and anything iterable like them)."""
+
+    def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
+        super().__init__(wrapped)
+        self._self_observer = observer
+        self._self_state = [False]
+        self._self_finalizer = weakref.finalize(self, _end_once, observer, self._self_state, None, False)
+
+    def _self_end(self, error: BaseException | None, exhausted: bool) -> None:
+        self._self_finalizer.detach()
+        _end_once(self._self_observer, self._self_state, error, exhausted)
+
+    def __iter__(self) -> "SyncStreamProxy":
+        return self
+
+    def __next__(self) -> Any:
+        wrapped = self.__wrapped__
+        while True:
+            try:
+                item = wrapped.__next__()
+            except StopIteration:
+                self._self_end(None, True)
+                raise
+            except BaseException as exc:
+                self._self_end(exc, False)
+                raise
+            if _observe(self._self_observer, item):
+                return item
+
+    def __enter__(self) -> "SyncStreamProxy":
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc_info)
+        finally:
+            self._self_end(None, False)
+
+    def close(self) -> Any:
+        try:
+            return self.__wrapped__.close()
+        finally:
+            self._self_end(None, False)
+
+
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """Wraps ``openai.AsyncStream`` / ``anthropic.AsyncStream``."""
+
+    def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
+        super().__init__(wrapped)
+        self._self_observer = observer
+        self._self_state = [False]
+        # On collection only the record is finalized: no I/O, no awaiting from a finalizer.
+        self._self_finalizer = weakref.finalize(self, _end_once, observer, self._self_state, None, False)
+
+    def _self_end(self, error: BaseException | None, exhausted: bool) -> None:
+        self._self_finalizer.detach()
+        _end_once(self._self_observer, self._self_state, error, exhausted)
+
+    def __aiter__(self) -> "AsyncStreamProxy":
+        return self
+
+    async def __anext__(self) -> Any:
+        wrapped = self.__wrapped__
+        while True:
+            try:
+                item = await wrapped.__anext__()
+            except StopAsyncIteration:
+                self._self_end(None, True)
+                raise
+            except BaseException as exc:
+                self._self_end(exc, False)
+                raise
+            if _observe(self._self_observer, item):
+                return item
+
+    async def __aenter__(self) -> "AsyncStreamProxy":
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc_info)
+        finally:
+            self._self_end(None, False)
+
+    async def close(self) -> Any:
+        try:
+            return await self.__wrapped__.close()
+        finally:
+            self._self_end(None, False)
+
+    async def aclose(self) -> Any:
+        try:
+            closer = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
+            return await closer()
+        finally:
+            self._self_end(None, False)

@@ -1,0 +1,83 @@
+"""The content policy: secrets never survive, modes decide what text is kept, sizes are capped."""
+
+from __future__ import annotations
+
+import pytest
+
+from wasteaudit._internal.content import REDACTED, apply_content_policy, scrub
+from wasteaudit.config import settings_from_env
+from wasteaudit.records import CallRecord, ChoiceContent
+
+KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4"
+
+
+def make_record(text: str = "The answer is 42.") -> CallRecord:
+    return CallRecord(
+        id="c1",
+        provider="openai",
+        operation="chat",
+        api="chat.completions",
+        started_at=0.0,
+        input_messages=[{"role": "user", "content": f"my key is {KEY}, what is 6*7?"}],
+        choices=[ChoiceContent(index=0, text=text, tool_calls=[{"id": "t1", "name": "calc", "arguments": '{"x": 6}'}])],
+    )
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [KEY, "sk-ant-api03-" + "x" * 40, "Bearer abcdefghijklmnopqrstuvwxyz012345", "AKIAABCDEFGHIJKLMNOP", "api_key=supersecretvalue123"],
+)
+def test_scrub_removes_credentials(secret):
+    cleaned = scrub(f"before {secret} after")
+    assert secret not in cleaned and REDACTED in cleaned and cleaned.startswith("before")
+
+
+def test_scrub_leaves_ordinary_text_alone():
+    text = "Skip the sk- prefix; tokens are counted per request. Bearer of bad news."
+    assert scrub(text) == text
+
+
+def test_full_mode_keeps_text_but_never_the_key():
+    record = apply_content_policy(make_record(), settings_from_env({}))
+    assert KEY not in str(record.input_messages)
+    assert "what is 6*7" in str(record.input_messages)
+    assert record.choices[0].text == "The answer is 42."
+
+
+def test_none_mode_keeps_no_text_at_all():
+    record = apply_content_policy(make_record(), settings_from_env({}, content_mode="none"))
+    assert record.input_messages is None
+    assert record.choices[0].text is None
+    assert record.choices[0].tool_calls == [{"id": "t1", "name": "calc"}]
+
+
+def test_hashed_mode_keeps_line_hashes_not_text():
+    record = apply_content_policy(make_record("line one\nline two\nline one"), settings_from_env({}, content_mode="hashed"))
+    hashed = record.choices[0].text
+    assert isinstance(hashed, dict) and "line one" not in str(hashed)
+    assert hashed["lines"][0] == hashed["lines"][2] != hashed["lines"][1]
+
+
+def test_redacted_mode_applies_the_hook_and_a_failing_hook_hides_everything():
+    record = apply_content_policy(make_record("call me at 555-1234"), settings_from_env({}, content_mode="redacted", redact=lambda s: s.replace("555-1234", "<phone>")))
+    assert record.choices[0].text == "call me at <phone>"
+
+    def broken(_: str) -> str:
+        raise RuntimeError("hook bug")
+
+    record = apply_content_policy(make_record("secret plan"), settings_from_env({}, content_mode="redacted", redact=broken))
+    assert record.choices[0].text == REDACTED
+
+
+def test_outputs_are_capped_and_the_gap_is_recorded():
+    record = apply_content_policy(make_record("é" * 1000), settings_from_env({}, max_output_bytes=101))
+    assert record.choices[0].text == "é" * 50
+    assert record.content_truncated
+    assert "content truncated at max_output_bytes" in record.gaps
+
+
+def test_policy_is_applied_once():
+    settings = settings_from_env({}, content_mode="redacted", redact=lambda s: s + "!")
+    record = apply_content_policy(make_record("x"), settings)
+    apply_content_policy(record, settings)
+    assert record.choices[0].text == "x!"

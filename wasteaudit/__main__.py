@@ -1,0 +1,5 @@
+import sys
+
+from wasteaudit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""Implementations of the CLI subcommands (imported only when the CLI runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from wasteaudit.exceptions import ConfigError, StorageError
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _open(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
+    """An engine for the resolved URL; a missing SQLite file is an error, never silently created."""
+    from wasteaudit.storage.engine import create_engine_for, resolve_url
+
+    url = resolve_url(args.database_url)
+    if must_exist and url.startswith("sqlite") and "/" in url:
+        path = url.split(":///", 1)[-1].split("?", 1)[0]
+        if path and path != ":memory:" and not os.path.exists(path):
+            raise StorageError(f"no audit database at {path} (set --database-url or WASTEAUDIT_DATABASE_URL)")
+    return create_engine_for(url, verify=True)
+
+
+def db(args: argparse.Namespace) -> int:
+    from wasteaudit.storage.engine import safe_url
+    from wasteaudit.storage.schema import current_revision, upgrade
+
+    if args.db_command == "upgrade":
+        engine = _open(args, must_exist=False)
+        upgrade(engine)
+        print(f"wasteaudit schema at {current_revision(engine)} in {safe_url(engine.url)}")
+        return 0
+    if args.db_command == "current":
+        engine = _open(args)
+        print(current_revision(engine) or "(no wasteaudit schema)")
+        return 0
+    print("usage: wasteaudit db {upgrade,current}")
+    return 2
+
+
+def status(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from wasteaudit.storage.engine import safe_url
+    from wasteaudit.storage.models import CallRow, FindingRow, RunRow
+    from wasteaudit.storage.schema import current_revision
+
+    engine = _open(args)
+    revision = current_revision(engine)
+    console = _console()
+    console.print(f"database        {safe_url(engine.url)}")
+    console.print(f"schema          {revision or '(none: run wasteaudit db upgrade)'}")
+    if revision is None:
+        return 1
+    with engine.connect() as conn:
+        calls = conn.execute(select(func.count()).select_from(CallRow)).scalar_one()
+        runs = conn.execute(select(func.count()).select_from(RunRow)).scalar_one()
+        unscored = conn.execute(select(func.count()).select_from(CallRow).where(CallRow.scored_version.is_(None))).scalar_one()
+        unpriced = conn.execute(select(func.count()).select_from(CallRow).where(CallRow.priced != "priced")).scalar_one()
+        findings = conn.execute(select(func.count()).select_from(FindingRow)).scalar_one()
+        last = conn.execute(select(func.max(CallRow.started_at))).scalar_one()
+    console.print(f"runs            {runs}")
+    console.print(f"calls           {calls} ({unscored} unscored, {unpriced} unpriced or partly priced)")
+    console.print(f"findings        {findings}")
+    console.print(f"last call       {last.isoformat() if last else '-'}")
+    return 0
+
+
+def calls(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from wasteaudit.storage.models import CallRow
+
+    engine = _open(args)
+    with engine.connect() as conn:
+        rows = conn.execute(select(CallRow).order_by(CallRow.started_at.desc()).limit(args.limit)).all()
+    print_calls(list(reversed(rows)))
+    return 0
+
+
+def print_calls(rows: list[Any], title: str = "Captured LLM calls") -> None:
+    """A table of calls: what the app paid for, per call."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name, justify in (
+        ("function", "left"),
+        ("provider", "left"),
+        ("api", "left"),
+        ("model", "left"),
+        ("stream", "center"),
+        ("in", "right"),
+        ("cached", "right"),
+        ("out", "right"),
+        ("reasoning", "right"),
+        ("finish", "left"),
+        ("tries", "right"),
+        ("cost $", "right"),
+        ("usage", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+    def num(value: Any) -> str:
+        return "-" if value is None else f"{value:,}"
+
+    for row in rows:
+        finish = ",".join(str(r) for r in (row.finish_reasons or [])) or (row.error_type or "-")
+        table.add_row(
+            (row.function or "(none)")[-32:],
+            row.provider,
+            row.api,
+            row.response_model or row.request_model or "-",
+            "yes" if row.stream else "",
+            num(row.input_tokens),
+            num(row.input_cache_read_tokens),
+            num(row.output_tokens),
+            num(row.output_reasoning_tokens),
+            finish[:24],
+            str(row.attempts),
+            "-" if row.cost_usd is None else f"{row.cost_usd:.6f}",
+            row.usage_source,
+        )
+    _console().print(table)
+
+
+def score(args: argparse.Namespace) -> int:
+    from wasteaudit.scoring.runner import score_pending
+
+    engine = _open(args)
+    count = score_pending(engine, batch_size=args.batch_size, rescore=args.rescore, progress=True)
+    print(f"scored {count} calls")
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from wasteaudit.scoring.runner import run_worker
+
+    engine = _open(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    run_worker(engine, stop_event=stop, poll_s=args.poll, batch_size=args.batch_size)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from wasteaudit.demo import run_demo
+
+    if args.live and not (os.environ.get("OPENAI_API_KEY") or os.environ.get("ANTHROPIC_API_KEY")):
+        raise ConfigError("--live needs OPENAI_API_KEY or ANTHROPIC_API_KEY; without --live the demo uses its local endpoint")
+    return run_demo(database_url=args.database_url, live=args.live, output=args.output)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 from typing import Any, Callable, TypeVar, overload
 
-from wasteaudit._internal import pipeline
+from wasteaudit._internal import clock, pipeline
 from wasteaudit._internal.runs import RunState, _current, current_run, materialize, serialize_value, to_record
 from wasteaudit._internal.safety import internal_error
 from wasteaudit.config import get_settings
@@ -45,7 +44,7 @@ class _RunScope:
                 name=self.name,
                 tags=self.tags,
                 parent=parent,
-                started_at=time.time(),
+                started_at=clock.now(),
                 capture_return=self.capture,
             )
             self.token = _current.set(self.run)
@@ -115,7 +114,7 @@ class _RunScope:
             ok = False  # a validator that raises rejected the output
         try:
             materialize(run)
-            pipeline.emit(ScoreRecord(id=new_id(), run_id=run.id, name="validation", value=1.0 if ok else 0.0, source="validator"))
+            pipeline.emit(ScoreRecord(id=new_id(), run_id=run.id, name="validation", value=1.0 if ok else 0.0, source="validator", created_at=clock.now()))
         except Exception as exc:
             internal_error("audit.validate", exc)
         return ok
@@ -336,5 +335,5 @@ def score(value: bool | float, name: str = "quality", *, run_id: str | None = No
             return None
         materialize(run)
         target = run.id
-    pipeline.emit(ScoreRecord(id=new_id(), run_id=target, name=name, value=number, source=source, raw_value=value))
+    pipeline.emit(ScoreRecord(id=new_id(), run_id=target, name=name, value=number, source=source, raw_value=value, created_at=clock.now()))
     return target

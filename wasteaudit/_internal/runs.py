@@ -8,11 +8,11 @@ Contextvars give each thread and each asyncio task its own current run.
 from __future__ import annotations
 
 import json
-import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from wasteaudit._internal import clock
 from wasteaudit.records import RunRecord, new_id
 
 _current: ContextVar["RunState | None"] = ContextVar("wasteaudit_run", default=None)
@@ -34,6 +34,8 @@ class RunState:
     trace_id: str | None = None
     span_id: str | None = None
     calls: int = 0
+    # ``wasteaudit.scoring.track_json`` trackers: which fields of parsed JSON replies were read.
+    json_trackers: list[Any] | None = None
 
 
 def current_run() -> RunState | None:
@@ -61,6 +63,31 @@ def _start_span(run: RunState) -> None:
         from wasteaudit._internal.safety import internal_error
 
         internal_error("runs.span", exc)
+
+
+def attach_json_tracker(tracker: Any) -> bool:
+    """Register a JSON access tracker on the current run (False outside a run).
+
+    The tracker's accessed paths are encoded into the run record's ``used_values`` when the
+    run ends (``to_record``), so no new record field or column is needed.
+    """
+    run = _current.get()
+    if run is None:
+        return False
+    if run.json_trackers is None:
+        run.json_trackers = []
+    run.json_trackers.append(tracker)
+    return True
+
+
+def _json_access_values(run: RunState) -> list[str]:
+    out: list[str] = []
+    for tracker in run.json_trackers or ():
+        try:
+            out.append(tracker.to_used_value())
+        except Exception:
+            continue
+    return out
 
 
 def serialize_value(value: Any, limit: int) -> tuple[str | None, bool]:
@@ -94,13 +121,13 @@ def to_record(run: RunState, *, status: str, error_type: str | None, return_valu
         started_at=run.started_at,
         parent_id=run.parent.id if run.parent is not None else None,
         tags=dict(run.tags),
-        ended_at=time.time(),
+        ended_at=clock.now(),
         status=status,  # type: ignore[arg-type]
         error_type=error_type,
         validation=validation,
         return_value=return_value,
         return_truncated=truncated,
-        used_values=list(run.used_values),
+        used_values=list(run.used_values) + _json_access_values(run),
         trace_id=run.trace_id,
         span_id=run.span_id,
     )

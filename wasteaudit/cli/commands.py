@@ -12,9 +12,12 @@ from wasteaudit.exceptions import ConfigError, StorageError
 
 
 def _console() -> Any:
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    # Piped output (CI logs, files) gets a readable width instead of rich's 80-column default.
+    return Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _open(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
@@ -87,45 +90,36 @@ def calls(args: argparse.Namespace) -> int:
 
 
 def print_calls(rows: list[Any], title: str = "Captured LLM calls") -> None:
-    """A table of calls: what the app paid for, per call."""
+    """A compact table of calls: what the app paid for, per call."""
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    for name, justify in (
-        ("function", "left"),
-        ("provider", "left"),
-        ("api", "left"),
-        ("model", "left"),
-        ("stream", "center"),
-        ("in", "right"),
-        ("cached", "right"),
-        ("out", "right"),
-        ("reasoning", "right"),
-        ("finish", "left"),
-        ("tries", "right"),
-        ("cost $", "right"),
-        ("usage", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=title, title_justify="left", expand=False, pad_edge=False)
+    table.add_column("function", overflow="ellipsis", max_width=22, no_wrap=True)
+    table.add_column("model", overflow="ellipsis", max_width=18, no_wrap=True)
+    for name in ("in", "cached", "out"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("finish", overflow="ellipsis", max_width=12, no_wrap=True)
+    table.add_column("tries", justify="right")
+    table.add_column("cost $", justify="right", no_wrap=True)
+    table.add_column("usage", overflow="ellipsis", max_width=8, no_wrap=True)
 
     def num(value: Any) -> str:
         return "-" if value is None else f"{value:,}"
 
     for row in rows:
-        finish = ",".join(str(r) for r in (row.finish_reasons or [])) or (row.error_type or "-")
+        reasons = [r if r is not None else "cut" for r in (row.finish_reasons or [])]
+        finish = ",".join(reasons) or (row.error_type or "-")
+        if row.stream_state == "abandoned":
+            finish = "abandoned"
         table.add_row(
-            (row.function or "(none)")[-32:],
-            row.provider,
-            row.api,
+            row.function or "(none)",
             row.response_model or row.request_model or "-",
-            "yes" if row.stream else "",
             num(row.input_tokens),
             num(row.input_cache_read_tokens),
             num(row.output_tokens),
-            num(row.output_reasoning_tokens),
-            finish[:24],
+            finish,
             str(row.attempts),
-            "-" if row.cost_usd is None else f"{row.cost_usd:.6f}",
+            "-" if row.cost_usd is None else f"{row.cost_usd:.5f}",
             row.usage_source,
         )
     _console().print(table)

@@ -1,0 +1,420 @@
+"""The background writer: exactly-once storage, flush semantics, fail-open buffering, odd content."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from wasteaudit.records import AttemptRecord, ChoiceContent
+from wasteaudit.storage.convert import GAP_NUMBER_REPLACED, GAP_TEXT_REPLACED
+from wasteaudit.storage.engine import create_engine_for
+from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow
+from wasteaudit.storage.writer import Writer
+
+
+@pytest.fixture
+def writer(db_url: str) -> Any:
+    writers: list[Writer] = []
+
+    def make(url: str = db_url, **options: Any) -> Writer:
+        options.setdefault("flush_interval", 0.02)
+        created = Writer(url, **options)
+        writers.append(created)
+        return created
+
+    yield make
+    for created in writers:
+        created.shutdown(timeout=2)
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def _count(db_url: str, table: Any, *where: Any) -> int:
+    engine = create_engine_for(db_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def _rows(db_url: str, statement: Any) -> list[Any]:
+    engine = create_engine_for(db_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(statement).all())
+    finally:
+        engine.dispose()
+
+
+def test_records_from_eight_threads_are_each_written_exactly_once(db_url: str, writer: Any, call: Any) -> None:
+    w = writer(batch_size=200)
+    per_thread = 250
+    ids: list[list[str]] = [[] for _ in range(8)]
+
+    def produce(slot: int) -> None:
+        for _ in range(per_thread):
+            record = call()
+            ids[slot].append(record.id)
+            assert w.submit(record)
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert w.flush(30)
+
+    stored = [row[0] for row in _rows(db_url, sa.select(CallRow.id))]
+    assert len(stored) == 8 * per_thread
+    assert set(stored) == {i for slot in ids for i in slot}
+    assert _count(db_url, AttemptRow) == 8 * per_thread
+    stats = w.stats()
+    assert stats["submitted"] == stats["written"] == 8 * per_thread
+    assert stats["pending"] == 0
+    assert stats["dropped_queue_full"] == stats["dropped_db_error"] == 0
+    assert stats["last_write_at"] is not None
+
+
+def test_flush_returns_once_everything_submitted_before_it_is_stored(db_url: str, writer: Any, call: Any) -> None:
+    w = writer(flush_interval=30)  # nothing would be written for 30 s without the flush
+    for _ in range(25):
+        w.submit(call())
+
+    started = time.monotonic()
+    assert w.flush(10)
+    assert time.monotonic() - started < 5
+    assert _count(db_url, CallRow) == 25
+    assert w.flush(0)  # nothing pending: immediate
+
+
+def test_flush_times_out_while_the_database_is_unreachable(tmp_path: Path, call: Any) -> None:
+    w = Writer(f"sqlite:///{tmp_path}/missing-dir/a.db", flush_interval=0.01)
+    try:
+        w.submit(call())
+        started = time.monotonic()
+        assert w.flush(0.3) is False
+        assert time.monotonic() - started < 2
+    finally:
+        w.shutdown(timeout=0.1)
+
+
+def test_records_buffered_while_the_database_is_unreachable_are_written_once_it_is_back(
+    tmp_path: Path, call: Any, run: Any
+) -> None:
+    directory = tmp_path / "not-yet"
+    url = f"sqlite:///{directory}/wasteaudit.db"
+    w = Writer(url, flush_interval=0.01)
+    try:
+        parent = run(status="ok", ended_at=time.time())
+        assert w.submit(parent)
+        for _ in range(40):
+            assert w.submit(call(run_id=parent.id))
+        _wait_for(lambda: w.stats()["last_error"] is not None)  # it tried, and failed
+        time.sleep(0.2)
+        stats = w.stats()
+        assert stats["written"] == 0 and stats["pending"] == 41
+        assert "retrying" in stats["last_error"]
+
+        directory.mkdir()
+        assert w.flush(15)
+        assert _count(url, CallRow) == 40
+        assert _count(url, RunRow) == 1
+        assert w.stats()["dropped_db_error"] == 0
+    finally:
+        w.shutdown(timeout=1)
+
+
+def test_a_full_buffer_refuses_the_newest_records_and_counts_them(tmp_path: Path, call: Any) -> None:
+    w = Writer(f"sqlite:///{tmp_path}/missing-dir/a.db", queue_size=100, batch_size=30, flush_interval=0.01)
+    try:
+        accepted = [w.submit(call()) for _ in range(250)]
+        _wait_for(lambda: w.stats()["last_error"] is not None)  # a batch is in flight, being retried
+        accepted += [w.submit(call()) for _ in range(10)]
+
+        assert accepted[:100] == [True] * 100
+        assert not any(accepted[100:])
+        stats = w.stats()
+        assert stats["dropped_queue_full"] == 160
+        assert stats["pending"] == 100  # queued plus the batch being retried: never more than queue_size
+    finally:
+        w.shutdown(timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://nobody:pw@127.0.0.1:1/nothing",
+        "mysql://nobody:pw@127.0.0.1/nothing",
+        "postgresql+nodriver://h/d",
+        "sqlite:////proc/no/such/dir/a.db",
+    ],
+)
+def test_a_dead_url_never_raises_into_the_caller(url: str, call: Any, run: Any, score: Any) -> None:
+    w = Writer(url, flush_interval=0.01)
+    try:
+        parent = run()
+        for record in (parent, call(run_id=parent.id), score(parent.id)):
+            assert w.submit(record) in (True, False)
+        assert w.flush(0.2) in (True, False)
+    finally:
+        assert w.shutdown(timeout=0.2) in (True, False)
+    stats = w.stats()
+    assert stats["written"] == 0
+    assert stats["submitted"] == 3
+
+
+def test_a_configuration_error_drops_records_instead_of_buffering_them(call: Any) -> None:
+    w = Writer("mysql://nobody@127.0.0.1/nothing", flush_interval=0.01)
+    try:
+        w.submit(call())
+        assert w.flush(5)
+        stats = w.stats()
+        assert stats["dropped_db_error"] == 1 and stats["pending"] == 0
+        assert "unsupported database" in stats["last_error"]
+    finally:
+        w.shutdown(timeout=0.2)
+
+
+def test_odd_text_is_stored_intact_or_cleanly_and_noted_in_gaps(db_url: str, writer: Any, call: Any) -> None:
+    big = "".join(chr(0x20 + i % 90) for i in range(1_000_000))  # 1 MB of text
+    unicode_text = "naïve café — 日本語 — עברית — 😀👍🏽 — \u200b zero-width — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"
+    clean = call(choices=[ChoiceContent(index=0, text=big), ChoiceContent(index=1, text=unicode_text)])
+    nul = call(
+        error_message="bad\x00byte",
+        input_messages=[{"role": "user", "content": "a\x00b", "k\x00": "v"}],
+        choices=[ChoiceContent(index=0, text="lone \ud800 surrogate")],
+        request_params={"temperature": float("nan")},
+    )
+    w = writer(content_policy=None)  # as it arrives: the configured policy would cap the 1 MB text
+    assert w.submit(clean) and w.submit(nul)
+    assert w.flush(30)
+
+    assert w.stats()["written"] == 2
+    rows = {row.id: row for row in _rows(db_url, sa.select(CallRow))}
+    stored_clean = rows[clean.id]
+    assert stored_clean.choices[0]["text"] == big
+    assert stored_clean.choices[1]["text"] == unicode_text
+    assert stored_clean.gaps == []
+
+    stored_nul = rows[nul.id]
+    assert stored_nul.error_message == "bad\ufffdbyte"
+    assert stored_nul.input_messages == [{"role": "user", "content": "a\ufffdb", "k\ufffd": "v"}]
+    assert stored_nul.choices[0]["text"] == "lone \ufffd surrogate"
+    assert stored_nul.request_params == {"temperature": None}
+    assert GAP_TEXT_REPLACED in stored_nul.gaps and GAP_NUMBER_REPLACED in stored_nul.gaps
+
+
+def test_a_run_arriving_after_its_calls_is_upserted(db_url: str, writer: Any, call: Any, run: Any) -> None:
+    w = writer()
+    parent = run(status="running")
+    w.submit(call(run_id=parent.id))
+    w.submit(call(run_id=parent.id))
+    assert w.flush(10)
+    w.submit(parent)
+    assert w.flush(10)
+    parent.status, parent.ended_at, parent.return_value = "ok", time.time(), "done"
+    parent.tags = {"team": "search"}
+    w.submit(parent)
+    assert w.flush(10)
+
+    stored = _rows(db_url, sa.select(RunRow))
+    assert len(stored) == 1
+    assert (stored[0].status, stored[0].return_value, stored[0].tags) == ("ok", "done", {"team": "search"})
+    assert stored[0].ended_at is not None
+    assert _count(db_url, CallRow, CallRow.run_id == parent.id) == 2
+
+
+def test_resubmitted_records_are_not_duplicated(db_url: str, writer: Any, call: Any, run: Any, score: Any) -> None:
+    w = writer()
+    parent = run()
+    record = call(
+        run_id=parent.id,
+        attempts=[
+            AttemptRecord(index=0, started_at=time.time() - 2, status_code=529, error_type="OverloadedError"),
+            AttemptRecord(index=1, started_at=time.time() - 1, status_code=200, request_id="req_1"),
+        ],
+    )
+    quality = score(parent.id, raw_value={"judge": "ok"})
+    for _ in range(2):
+        for item in (parent, record, quality):
+            w.submit(item)
+        assert w.flush(10)
+
+    assert _count(db_url, CallRow) == 1
+    assert _count(db_url, ScoreRow) == 1
+    attempts = _rows(db_url, sa.select(AttemptRow).order_by(AttemptRow.index))
+    assert [(a.index, a.status_code, a.error_type) for a in attempts] == [(0, 529, "OverloadedError"), (1, 200, None)]
+    call_row = _rows(db_url, sa.select(CallRow))[0]
+    assert call_row.attempts == 2
+    assert _rows(db_url, sa.select(ScoreRow.raw_value)) == [({"judge": "ok"},)]
+
+
+def test_a_record_the_database_refuses_is_dropped_alone(db_url: str, writer: Any, call: Any) -> None:
+    w = writer(flush_interval=5)
+    good_before, bad, good_after = call(), call(provider=None), call()  # provider is NOT NULL
+    for record in (good_before, bad, good_after):
+        w.submit(record)
+    assert w.flush(10)
+
+    assert {row[0] for row in _rows(db_url, sa.select(CallRow.id))} == {good_before.id, good_after.id}
+    stats = w.stats()
+    assert stats["written"] == 2 and stats["dropped_db_error"] == 1
+    assert w.submit(call()) and w.flush(10)  # and the writer carries on
+
+
+def test_calls_are_priced_by_the_writer(db_url: str, writer: Any, call: Any) -> None:
+    w = writer(price_overrides={"my-finetune": {"input": 1.0, "output": 2.0}})
+    table = call()  # gpt-4o-2024-08-06: 800 x $2.50 + 200 x $1.25 + 500 x $10 per MTok
+    custom = call(request_model="my-finetune", response_model=None, input_cache_read_tokens=None)
+    unknown = call(request_model="no-such-model", response_model=None)
+    for record in (table, custom, unknown):
+        w.submit(record)
+    assert w.flush(10)
+
+    rows = {row.id: row for row in _rows(db_url, sa.select(CallRow))}
+    assert rows[table.id].cost_usd == pytest.approx(0.00725, rel=1e-12)
+    assert rows[table.id].priced == "priced"
+    assert rows[table.id].price_version.startswith("genai-prices==")
+    assert table.cost_usd == pytest.approx(0.00725, rel=1e-12)  # filled on the record too
+    assert rows[custom.id].cost_usd == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6, rel=1e-12)
+    assert rows[custom.id].price_version.startswith("override:")
+    assert (rows[unknown.id].cost_usd, rows[unknown.id].priced) == (None, "unpriced")
+
+
+def test_shutdown_is_idempotent_and_later_records_are_refused(db_url: str, call: Any) -> None:
+    w = Writer(db_url, flush_interval=5)
+    w.submit(call())
+    assert w.shutdown(timeout=None) is True  # None: however long it takes
+    assert w.shutdown(timeout=10) is True
+    assert w.submit(call()) is False
+    assert _count(db_url, CallRow) == 1
+    assert w.stats()["dropped_closed"] == 1
+
+
+def test_problems_are_logged_at_most_once_a_minute(tmp_path: Path, call: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="wasteaudit")
+    w = Writer(f"sqlite:///{tmp_path}/missing-dir/a.db", flush_interval=0.01)
+    try:
+        w.submit(call())
+        _wait_for(lambda: w.stats()["last_error"] is not None)
+        time.sleep(0.5)  # more retries (0.1 s, 0.2 s backoff)
+    finally:
+        w.shutdown(timeout=0.1)
+    messages = [r.getMessage() for r in caplog.records if r.name == "wasteaudit" and "retrying" in r.getMessage()]
+    assert len(messages) == 1
+
+
+def test_a_forked_child_records_through_its_own_writer(db_url: str, call: Any) -> None:
+    w = Writer(db_url, flush_interval=0.01)
+    try:
+        w.submit(call())
+        assert w.flush(10)
+        child_records = [call() for _ in range(20)]
+        context = multiprocessing.get_context("fork")
+        child = context.Process(target=_submit_in_child, args=(w, child_records))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        assert _count(db_url, CallRow) == 21  # the child's records were flushed at its exit
+        assert w.submit(call()) and w.flush(10)  # the parent's writer is unaffected
+        assert w.stats()["written"] == 2
+    finally:
+        w.shutdown()
+
+
+def _submit_in_child(w: Writer, records: list[Any]) -> None:
+    assert w.stats()["submitted"] == 0  # a fresh queue and counters, not the parent's
+    for record in records:
+        assert w.submit(record)
+    # no flush: leaving through multiprocessing's exit must still write them
+
+
+def test_importing_the_writer_does_not_import_sqlalchemy() -> None:
+    code = (
+        "import sys, wasteaudit.storage, wasteaudit.storage.writer, wasteaudit.storage.convert, "
+        "wasteaudit.storage.pricing, wasteaudit.storage.engine\n"
+        "assert 'sqlalchemy' not in sys.modules, 'sqlalchemy imported'\n"
+        "assert 'genai_prices' not in sys.modules, 'genai_prices imported'\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_arguments_fail_at_construction() -> None:
+    from wasteaudit.exceptions import ConfigError
+
+    with pytest.raises(ConfigError):
+        Writer("sqlite://", queue_size=0)
+    with pytest.raises(ConfigError, match="cache_reed"):
+        Writer("sqlite://", price_overrides={"m": {"cache_reed": 1}})
+
+
+def test_json_columns_hold_plain_json(db_url: str, writer: Any, call: Any) -> None:
+    """Other tools (and SQL json functions) read the content columns as ordinary JSON."""
+    w = writer()
+    record = call(tool_definitions=[{"type": "function", "function": {"name": "lookup"}}], request_params={})
+    w.submit(record)
+    assert w.flush(10)
+    engine = create_engine_for(db_url)
+    try:
+        with engine.connect() as connection:
+            raw = connection.exec_driver_sql("SELECT tool_definitions, request_params, usage_details FROM wasteaudit_calls").one()
+    finally:
+        engine.dispose()
+    tools, params, usage = (json.loads(v) if isinstance(v, str) else v for v in raw)
+    assert tools == [{"type": "function", "function": {"name": "lookup"}}]
+    assert params == {}
+    assert usage is None
+
+
+def test_a_record_that_cannot_be_converted_is_dropped_and_counted(db_url: str, writer: Any, call: Any) -> None:
+    w = writer()
+    assert w.submit({"not": "a record"})  # type: ignore[arg-type]
+    assert w.submit(call(function=object()))  # odd types in text columns are stored as str
+    assert w.flush(10)
+    stats = w.stats()
+    assert (stats["dropped_invalid"], stats["written"]) == (1, 1)
+    assert "could not convert" in stats["last_error"]
+
+
+def test_the_configured_content_policy_is_applied_before_storage(db_url: str, writer: Any, call: Any) -> None:
+    secret = "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0" * 2
+    w = writer()
+    record = call(input_messages=[{"role": "user", "content": f"my key is {secret}"}],
+                  choices=[ChoiceContent(index=0, text=f"echo {secret}")])
+    w.submit(record)
+    assert w.flush(10)
+
+    stored = _rows(db_url, sa.select(CallRow.input_messages, CallRow.choices))[0]
+    assert secret not in json.dumps(stored.input_messages) and secret not in json.dumps(stored.choices)
+    assert "my key is" in stored.input_messages[0]["content"]
+
+
+def test_a_record_the_content_policy_fails_on_is_dropped_not_stored_unfiltered(
+    db_url: str, writer: Any, call: Any
+) -> None:
+    def broken(record: Any) -> None:
+        raise RuntimeError("policy bug")
+
+    w = writer(content_policy=broken)
+    w.submit(call())
+    assert w.flush(10)
+    assert w.stats()["dropped_invalid"] == 1
+    assert _count(db_url, CallRow) == 0

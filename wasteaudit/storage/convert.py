@@ -1,0 +1,345 @@
+"""Records to row dicts for the writer's INSERTs (pure Python, no SQLAlchemy import).
+
+Column names are the record field names (``attempts`` holds the attempt count; the attempts
+themselves go to their own table). JSON columns come out already encoded as JSON text, and
+timestamps as epoch seconds; the writer turns those into each driver's form.
+
+Text is made storable on both databases here, once: PostgreSQL rejects NUL characters in text
+and JSONB, and neither driver can encode a lone surrogate, so those become U+FFFD (same length,
+so segment offsets still line up) and the call's ``gaps`` says so. Non-finite floats in JSON
+(which JSONB rejects) become null. The clean case costs one check of the encoded text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from wasteaudit.records import CallRecord, ChoiceContent, RunRecord, ScoreRecord
+
+__all__ = (
+    "GAP_TEXT_REPLACED",
+    "GAP_NUMBER_REPLACED",
+    "run_row",
+    "call_rows",
+    "score_row",
+    "clean_text",
+    "clean_json",
+    "encode_json",
+    "json_default",
+)
+
+GAP_TEXT_REPLACED = "content: NUL or invalid Unicode characters replaced with U+FFFD for storage"
+GAP_NUMBER_REPLACED = "content: non-finite numbers (NaN, Infinity) stored as null"
+
+_REPLACEMENT = "\ufffd"
+_TEXT, _NUMBER = 1, 2  # problems found, as bit flags
+
+
+def _str_problem(value: str) -> bool:
+    if "\x00" in value:
+        return True
+    if value.isascii():  # O(1) in CPython
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _fix_str(value: str) -> str:
+    value = value.replace("\x00", _REPLACEMENT)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Valid surrogate pairs are merged, each lone surrogate becomes one U+FFFD.
+        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps`` fallback: anything JSON cannot encode is stored as its (storable) ``str``."""
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    return _fix_str(str(value))
+
+
+def _make_encoder() -> Any:
+    """Compact, NaN-rejecting JSON encoding with the C encoder built once.
+
+    ``json.dumps``/``JSONEncoder.encode`` build a new C encoder on every call, which costs more
+    than encoding a typical small value; the writer encodes ~10 values per call.
+    """
+    from json import encoder
+
+    if encoder.c_make_encoder is None or encoder.c_encode_basestring is None:  # pragma: no cover - no C speedups
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode
+    # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan);
+    # markers=None: no cycle bookkeeping, a cycle ends in RecursionError instead.
+    chunks = encoder.c_make_encoder(None, json_default, encoder.c_encode_basestring, None, ":", ",", False, False, False)
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(chunks(value, 0))
+
+    return encode
+
+
+_encode = _make_encoder()
+
+
+def clean_text(value: str | None) -> tuple[str | None, bool]:
+    """``(storable text, whether it changed)``."""
+    if value is None or type(value) is not str or not _str_problem(value):
+        return value, False
+    return _fix_str(value), True
+
+
+def _scan(value: Any) -> int:
+    """Which problems a JSON-bound value contains (only walked when encoding hit one)."""
+    if isinstance(value, str):
+        return _TEXT if _str_problem(value) else 0
+    if isinstance(value, dict):
+        found = 0
+        for key, item in value.items():
+            if isinstance(key, str) and _str_problem(key):
+                found |= _TEXT
+            found |= _scan(item)
+        return found
+    if isinstance(value, (list, tuple)):
+        found = 0
+        for item in value:
+            found |= _scan(item)
+        return found
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NUMBER
+    return 0
+
+
+def _fix_key(key: Any) -> Any:
+    if isinstance(key, str):
+        return _fix_str(key) if _str_problem(key) else key
+    if key is None or isinstance(key, (int, float)):  # JSON turns these into strings itself
+        return key
+    return _fix_str(str(key))
+
+
+def _fix(value: Any) -> Any:
+    if isinstance(value, str):
+        return _fix_str(value) if _str_problem(value) else value
+    if isinstance(value, dict):
+        return {_fix_key(k): _fix(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_fix(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def clean_json(value: Any, gaps: list[str] | None = None) -> Any:
+    """``value`` made storable as JSON on SQLite and PostgreSQL; a note is appended to ``gaps`` if changed."""
+    if value is None:
+        return None
+    found = _scan(value)
+    if gaps is not None:
+        if found & _TEXT and GAP_TEXT_REPLACED not in gaps:
+            gaps.append(GAP_TEXT_REPLACED)
+        if found & _NUMBER and GAP_NUMBER_REPLACED not in gaps:
+            gaps.append(GAP_NUMBER_REPLACED)
+    return _fix(value)
+
+
+def encode_json(value: Any, gaps: list[str] | None = None) -> str | None:
+    """``value`` as JSON text both databases accept (see ``clean_json``); None stays SQL NULL.
+
+    Encodes first and inspects the text: NUL is always escaped as ``\\u0000``, a non-finite
+    number fails ``allow_nan=False``, an odd dict key fails too; only non-ASCII text needs a
+    UTF-8 check for lone surrogates. Only when one of those hits is the value walked and repaired.
+    """
+    if value is None:
+        return None
+    try:
+        text = _encode(value)
+    except (ValueError, TypeError):  # NaN/Infinity, a tuple as a key, ... (a cycle fails the repair too)
+        text = None
+    if text is not None and "\\u0000" not in text:
+        if text.isascii():
+            return text
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    return _encode(clean_json(value, gaps))
+
+
+def _choice(choice: ChoiceContent | Any) -> Any:
+    if type(choice) is not ChoiceContent:
+        return choice  # already a dict (or something json can take); cleaned below
+    return {
+        "index": choice.index,
+        "text": choice.text,
+        "refusal": choice.refusal,
+        "tool_calls": choice.tool_calls,
+        "finish_reason": choice.finish_reason,
+        "reasoning_text": choice.reasoning_text,
+    }
+
+
+_CALL_TEXT_COLUMNS = (
+    "provider",
+    "operation",
+    "api",
+    "function",
+    "method",
+    "request_model",
+    "response_model",
+    "response_id",
+    "server_address",
+    "output_type",
+    "service_tier",
+    "error_type",
+    "error_message",
+)
+_CALL_JSON_COLUMNS = (
+    "request_params",
+    "usage_details",
+    "finish_reasons",
+    "input_messages",
+    "system_instructions",
+    "choices",
+    "tool_definitions",
+    "response_format",
+)
+
+
+def call_rows(
+    record: CallRecord, cost_usd: float | None, price_version: str | None, priced: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``wasteaudit_calls`` row and the ``wasteaudit_attempts`` rows for one call."""
+    gaps = list(record.gaps) if record.gaps else []
+    row: dict[str, Any] = {
+        "id": record.id,
+        "provider": record.provider,
+        "operation": record.operation,
+        "api": record.api,
+        "started_at": record.started_at,
+        "run_id": record.run_id,
+        "function": record.function,
+        "method": record.method,
+        "request_model": record.request_model,
+        "response_model": record.response_model,
+        "response_id": record.response_id,
+        "server_address": record.server_address,
+        "server_port": record.server_port,
+        "stream": bool(record.stream),
+        "ended_at": record.ended_at,
+        "duration_s": record.duration_s,
+        "time_to_first_chunk_s": record.time_to_first_chunk_s,
+        "request_params": record.request_params,
+        "output_type": record.output_type,
+        "usage_source": record.usage_source,
+        "input_tokens": record.input_tokens,
+        "input_cache_read_tokens": record.input_cache_read_tokens,
+        "input_cache_write_tokens": record.input_cache_write_tokens,
+        "output_tokens": record.output_tokens,
+        "output_reasoning_tokens": record.output_reasoning_tokens,
+        "usage_details": record.usage_details,
+        "service_tier": record.service_tier,
+        "finish_reasons": list(record.finish_reasons) if record.finish_reasons is not None else None,
+        "finish_category": record.finish_category,
+        "stream_state": record.stream_state,
+        "chunks": record.chunks,
+        "status_code": record.status_code,
+        "error_type": record.error_type,
+        "error_message": record.error_message,
+        "attempts": max(1, len(record.attempts)),
+        "input_messages": record.input_messages,
+        "system_instructions": record.system_instructions,
+        "choices": [_choice(c) for c in record.choices] if record.choices else [],
+        "tool_definitions": record.tool_definitions,
+        "response_format": record.response_format,
+        "content_mode": record.content_mode,
+        "content_truncated": bool(record.content_truncated),
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+        "gaps": gaps,
+        "cost_usd": cost_usd,
+        "price_version": price_version,
+        "priced": priced,
+        "scored_version": None,
+        "claimed_by": None,
+        "lease_until": None,
+        "score_error": None,
+    }
+    changed = False
+    for column in _CALL_TEXT_COLUMNS:
+        value = row[column]
+        if value is None:
+            continue
+        if type(value) is not str:
+            row[column] = value = str(value)
+        if "\x00" in value or (not value.isascii() and _str_problem(value)):
+            row[column] = _fix_str(value)
+            changed = True
+    if changed and GAP_TEXT_REPLACED not in gaps:
+        gaps.append(GAP_TEXT_REPLACED)
+    for column in _CALL_JSON_COLUMNS:
+        value = row[column]
+        if value is not None:
+            row[column] = encode_json(value, gaps)
+    row["gaps"] = encode_json(gaps) if gaps else "[]"  # last: the encodings above may have added to it
+
+    attempts = [
+        {
+            "call_id": record.id,
+            "index": attempt.index,
+            "started_at": attempt.started_at,
+            "duration_s": attempt.duration_s,
+            "status_code": attempt.status_code,
+            "error_type": clean_text(attempt.error_type)[0],
+            "request_id": clean_text(attempt.request_id)[0],
+        }
+        for attempt in record.attempts
+    ]
+    return row, attempts
+
+
+def run_row(record: RunRecord) -> dict[str, Any]:
+    """The ``wasteaudit_runs`` row for a run (the whole row: runs are upserted)."""
+    return {
+        "id": record.id,
+        "parent_id": record.parent_id,
+        "name": clean_text(record.name)[0],
+        "tags": encode_json(dict(record.tags)) if record.tags else None,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "status": record.status,
+        "error_type": clean_text(record.error_type)[0],
+        "validation": record.validation,
+        "return_value": clean_text(record.return_value)[0],
+        "return_truncated": bool(record.return_truncated),
+        "used_values": encode_json(list(record.used_values)) if record.used_values else None,
+        "trace_id": record.trace_id,
+        "span_id": record.span_id,
+    }
+
+
+def score_row(record: ScoreRecord) -> dict[str, Any]:
+    """The ``wasteaudit_scores`` row for a score."""
+    value = float(record.value)
+    if not math.isfinite(value):
+        raise ValueError(f"score {record.name!r} has a non-finite value")
+    return {
+        "id": record.id,
+        "run_id": record.run_id,
+        "name": clean_text(record.name)[0],
+        "value": value,
+        "source": clean_text(record.source)[0],
+        "created_at": record.created_at,
+        "raw_value": encode_json(record.raw_value),
+    }

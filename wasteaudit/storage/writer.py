@@ -1,0 +1,631 @@
+"""The background writer: records in, rows out, without ever slowing or failing the app.
+
+``submit`` is the only part on the app's hot path: an O(1) append to a bounded deque under a
+lock, no I/O, no SQLAlchemy (this module imports it only inside the writer thread). One daemon
+thread drains the deque in batches, applies the content policy, prices calls, and writes each
+batch in one transaction (Core ``insert()`` statements compiled once, run with the driver's
+executemany), so a crash never leaves half a call (call + attempts).
+
+Fail-open: when the database is unreachable or locked, the in-flight batch is kept and retried
+with capped exponential backoff while new records keep queueing. The buffer (queued plus in
+flight) never exceeds ``queue_size``; when it is full the *newest* record is refused
+(``submit`` returns False, counted as ``dropped_queue_full``): what was accepted keeps its
+order, so a run's calls are never lost in favour of later ones. A record the database refuses
+for its content is isolated and dropped alone (``dropped_db_error``). Nothing here raises into
+the caller; problems are logged on ``logging.getLogger("wasteaudit")`` at most once a minute
+per kind, and ``stats()`` reports them.
+
+Writes are idempotent, so a batch retried after an ambiguous failure cannot duplicate rows:
+runs are upserted by id (a run is re-sent when it ends, possibly after its calls), calls,
+attempts and scores are inserted with ON CONFLICT DO NOTHING.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from wasteaudit.exceptions import ConfigError, MissingExtraError, StorageError
+from wasteaudit.records import CallRecord, RunRecord, ScoreRecord
+from wasteaudit.storage.engine import resolve_url
+from wasteaudit.storage.pricing import validate_overrides
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ("Writer", "configured_content_policy")
+
+logger = logging.getLogger("wasteaudit")
+
+Record = CallRecord | RunRecord | ScoreRecord
+
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 5.0
+LOG_INTERVAL_S = 60.0
+ATEXIT_TIMEOUT_S = 5.0
+
+
+class _Batch:
+    """Records taken off the queue together; converted once, retried until settled."""
+
+    __slots__ = ("records", "units")
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+        # ("call", id, row, attempt rows) | ("run", id, row) | ("score", id, row); rows driver-encoded
+        self.units: list[tuple[Any, ...]] | None = None
+
+
+def configured_content_policy(record: CallRecord) -> None:
+    """The configured content policy (secret scrubbing, size caps, content mode), applied in place.
+
+    Runs in the writer thread: the request path only keeps references to the content, and the
+    policy's regexes and copies are too costly to run there (see ``wasteaudit._internal.content``).
+    """
+    from wasteaudit._internal.content import apply_content_policy
+    from wasteaudit.config import get_settings
+
+    apply_content_policy(record, get_settings())
+
+
+class Writer:
+    """Stores records from any thread, asynchronously, in batches, into SQLite or PostgreSQL.
+
+    Args:
+        url: database URL; ``None`` means ``$WASTEAUDIT_DATABASE_URL`` or ``sqlite:///wasteaudit.db``
+            (resolved now, against the current directory).
+        queue_size: most records held in memory (queued plus being written) before new ones are refused.
+        batch_size: most records per transaction.
+        flush_interval: seconds a record may wait for its batch to fill.
+        auto_migrate: bring the schema to this package's version on first use; if False, wait
+            (buffering, then dropping) until ``wasteaudit db upgrade`` has been run.
+        price_overrides: ``{model: {"input": usd_per_mtok, "output": ..., "cache_read": ..., "cache_write": ...}}``.
+        content_policy: applied to each call record not yet filtered, before it is stored; the
+            default is the configured one (``configured_content_policy``); ``None`` stores content
+            as it arrives. A record the policy fails on is dropped, never stored unfiltered.
+
+    Raises ``ConfigError`` only here, for bad arguments or an unparseable price override.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.5,
+        auto_migrate: bool = True,
+        price_overrides: Mapping[str, Mapping[str, float]] | None = None,
+        content_policy: Callable[[CallRecord], object] | None = configured_content_policy,
+    ) -> None:
+        if queue_size < 1 or batch_size < 1:
+            raise ConfigError("queue_size and batch_size must be at least 1")
+        if not flush_interval >= 0:
+            raise ConfigError("flush_interval must be >= 0 seconds")
+        self.url = resolve_url(url)
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.auto_migrate = auto_migrate
+        self._overrides = validate_overrides(price_overrides) or None
+        self._content_policy = content_policy
+        self._closed = False
+        self._reset()
+        _live_writers.add(self)
+        _register_multiprocessing_exit(self)
+        with self._cond:
+            self._start_locked()
+
+    # --- hot path ---------------------------------------------------------------------------
+
+    def submit(self, record: Record) -> bool:
+        """Queue a record for storage; never blocks on I/O, never raises.
+
+        Returns False when the record was refused (buffer full, or the writer shut down).
+        """
+        try:
+            with self._cond:
+                if self._closed:
+                    self._dropped_closed += 1
+                    return False
+                if self._size >= self.queue_size:
+                    self._dropped_queue_full += 1
+                    return False
+                queue = self._queue
+                queue.append(record)
+                self._size += 1
+                self._submitted += 1
+                if self._thread is None:  # first use in a forked child
+                    self._start_locked()
+                depth = len(queue)
+                if depth == 1 or depth == self.batch_size:
+                    self._cond.notify()
+            return True
+        except Exception:  # pragma: no cover - defensive: the app's call must go on
+            return False
+
+    # --- control ----------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record submitted before this call is written or dropped.
+
+        Returns False on timeout, or when the writer stopped first. With ``timeout=None`` and
+        the database down, this waits until it is back: pass a timeout on shutdown paths.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._submitted
+            if self._finished >= target:
+                return True
+            if self._thread is threading.current_thread():
+                return False
+            self._flush_requests += 1
+            self._cond.notify_all()
+            try:
+                while self._finished < target:
+                    thread = self._thread
+                    if thread is None or not thread.is_alive():
+                        return False
+                    wait = 0.5
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            return False
+                    self._cond.wait(wait)
+                return True
+            finally:
+                self._flush_requests -= 1
+
+    def shutdown(self, timeout: float | None = 5.0) -> bool:
+        """Stop accepting records, write what is buffered (for at most ``timeout`` s), stop the thread.
+
+        ``timeout=None`` waits for everything to be written, however long the database is down.
+        Idempotent. Returns True when nothing was left unwritten.
+        """
+        with self._cond:
+            self._closed = True
+            if not self._stopping:
+                self._stopping = True
+                self._stop_deadline = math.inf if timeout is None else time.monotonic() + max(0.0, timeout)
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(None if timeout is None else max(0.0, timeout) + 1.0)
+        _live_writers.discard(self)
+        with self._cond:
+            return self._size == 0
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for status pages and alarms (``dropped_*`` are records lost)."""
+        with self._cond:
+            return {
+                "submitted": self._submitted,
+                "written": self._written,
+                "dropped_queue_full": self._dropped_queue_full,
+                "dropped_db_error": self._dropped_db_error,
+                "dropped_invalid": self._dropped_invalid,
+                "dropped_closed": self._dropped_closed,
+                "pending": self._size,
+                "last_write_at": self._last_write_at,
+                "last_error": self._last_error,
+            }
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        """Fresh queue, counters and lock (at construction, and in a forked child)."""
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[Any] = deque()
+        self._size = 0  # queued + in flight
+        self._submitted = 0  # accepted by submit()
+        self._finished = 0  # accepted, then written or dropped (FIFO, so flush can count)
+        self._written = 0
+        self._dropped_queue_full = 0
+        self._dropped_db_error = 0
+        self._dropped_invalid = 0
+        self._dropped_closed = 0
+        self._flush_requests = 0
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._last_write_at: float | None = None
+        self._last_error: str | None = None
+        self._engine: Engine | None = None
+        self._statements: _Statements | None = None
+        self._schema_ready = False
+        self._broken: str | None = None  # a permanent configuration error: every record is dropped
+        self._logged_at: dict[str, float] = {}
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here, its lock may be held forever, its queue
+        # belongs to the parent (it will write those), and its pooled connections must not be
+        # used or closed from this process.
+        engine = self._engine
+        closed = self._closed
+        self._reset()
+        self._closed = closed
+        if engine is not None:
+            try:
+                engine.dispose(close=False)
+            except Exception:  # pragma: no cover
+                pass
+
+    def _start_locked(self) -> None:
+        if self._closed:
+            return
+        thread = threading.Thread(target=self._run, name="wasteaudit-writer", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def _settle(self, written: int = 0, db_error: int = 0, invalid: int = 0) -> None:
+        with self._cond:
+            self._written += written
+            self._dropped_db_error += db_error
+            self._dropped_invalid += invalid
+            done = written + db_error + invalid
+            self._finished += done
+            self._size -= done
+            if written:
+                self._last_write_at = time.time()
+            self._cond.notify_all()
+
+    # --- writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # pragma: no cover - a bug; keep the app alive, say so
+            self._report("crash", f"wasteaudit writer stopped unexpectedly: {exc!r}", logging.ERROR)
+        finally:
+            engine, self._engine = self._engine, None
+            if engine is not None:
+                try:
+                    engine.dispose()
+                except Exception:  # pragma: no cover
+                    pass
+            with self._cond:
+                if self._size:
+                    logger.warning("wasteaudit writer stopped with %d records not written", self._size)
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        batch: _Batch | None = None
+        backoff = 0.0
+        while True:
+            if batch is None:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+            if self._write(batch):
+                batch, backoff = None, 0.0
+                continue
+            backoff = min(BACKOFF_MAX_S, max(BACKOFF_START_S, backoff * 2))
+            if not self._sleep(backoff):
+                return  # shutting down and out of time
+
+    def _next_batch(self) -> _Batch | None:
+        """Wait for a full batch, the flush interval, a flush() or shutdown; None means exit."""
+        cond, queue = self._cond, self._queue
+        with cond:
+            first_seen: float | None = None
+            while True:
+                if queue:
+                    if len(queue) >= self.batch_size or self._flush_requests or self._stopping:
+                        break
+                    now = time.monotonic()
+                    if first_seen is None:
+                        first_seen = now
+                    remaining = first_seen + self.flush_interval - now
+                    if remaining <= 0:
+                        break
+                    cond.wait(remaining)
+                else:
+                    if self._stopping:
+                        return None
+                    first_seen = None
+                    cond.wait()
+            count = min(self.batch_size, len(queue))
+            return _Batch([queue.popleft() for _ in range(count)])
+
+    def _sleep(self, seconds: float) -> bool:
+        """Back off before a retry; False when shutdown's deadline has passed."""
+        with self._cond:
+            end = time.monotonic() + seconds
+            while True:
+                now = time.monotonic()
+                if self._stopping:
+                    if now >= self._stop_deadline:
+                        return False
+                    end = min(end, self._stop_deadline)
+                if now >= end:
+                    return True
+                self._cond.wait(end - now)
+
+    def _write(self, batch: _Batch) -> bool:
+        """Try to store a batch; True when every record is settled (written or dropped)."""
+        if self._broken is not None:
+            self._settle(db_error=len(batch.units if batch.units is not None else batch.records))
+            return True
+        try:
+            engine = self._connect()
+            if batch.units is None:
+                batch.units = self._prepare(batch.records)
+            if batch.units:
+                self._insert(engine, batch.units)
+            self._settle(written=len(batch.units))
+            return True
+        except Exception as exc:
+            kind = _classify(exc)
+            if kind == "permanent":
+                self._broken = _describe(exc)
+                self._report("config", f"wasteaudit cannot store records, dropping them: {self._broken}", logging.ERROR)
+                self._settle(db_error=len(batch.units if batch.units is not None else batch.records))
+                return True
+            if kind == "transient" or batch.units is None:  # not yet connected: nothing to isolate
+                self._on_transient(exc)
+                return False
+            batch.units = self._isolate(batch.units)
+            return not batch.units
+
+    def _connect(self) -> Engine:
+        if self._engine is None:
+            from wasteaudit.storage.engine import create_engine_for
+
+            self._engine = create_engine_for(self.url)
+            self._statements = _Statements(self._engine)
+        if not self._schema_ready:
+            from wasteaudit.storage.schema import ensure_schema
+
+            ensure_schema(self._engine, auto_migrate=self.auto_migrate)
+            self._schema_ready = True
+        return self._engine
+
+    def _prepare(self, records: list[Any]) -> list[tuple[Any, ...]]:
+        """Rows for each record; a record that cannot be converted is dropped alone."""
+        from wasteaudit.storage.convert import call_rows, run_row, score_row
+        from wasteaudit.storage.pricing import price_call
+
+        statements = self._statements
+        assert statements is not None
+        encode_call, encode_attempt = statements.insert_call.encode, statements.insert_attempt.encode
+        units: list[tuple[Any, ...]] = []
+        invalid = 0
+        overrides, policy = self._overrides, self._content_policy
+        for record in records:
+            try:
+                kind = type(record)
+                if kind is CallRecord:
+                    if policy is not None and not getattr(record, "policy_applied", False):
+                        policy(record)
+                    cost, version, status = price_call(record, overrides)
+                    record.cost_usd, record.price_version = cost, version  # "filled by the writer"
+                    row, attempts = call_rows(record, cost, version, status)
+                    units.append(("call", record.id, encode_call(row), [encode_attempt(a) for a in attempts]))
+                elif kind is RunRecord:
+                    units.append(("run", record.id, statements.upsert_run.encode(run_row(record))))
+                elif kind is ScoreRecord:
+                    units.append(("score", record.id, statements.insert_score.encode(score_row(record))))
+                else:
+                    raise TypeError(f"not a wasteaudit record: {kind.__name__}")
+            except Exception as exc:
+                invalid += 1
+                self._report("invalid", f"wasteaudit dropped a record it could not convert: {exc!r}", logging.ERROR)
+        if invalid:
+            self._settle(invalid=invalid)
+        return units
+
+    def _insert(self, engine: Engine, units: list[tuple[Any, ...]]) -> None:
+        runs: dict[str, Any] = {}
+        calls: list[Any] = []
+        attempts: list[Any] = []
+        scores: list[Any] = []
+        for unit in units:
+            kind = unit[0]
+            if kind == "call":
+                calls.append(unit[2])
+                attempts.extend(unit[3])
+            elif kind == "run":
+                runs[unit[1]] = unit[2]  # the last version of a run in a batch wins
+            else:
+                scores.append(unit[2])
+        statements = self._statements
+        assert statements is not None
+        with engine.begin() as connection:
+            for compiled, rows in (
+                (statements.upsert_run, list(runs.values())),
+                (statements.insert_call, calls),
+                (statements.insert_attempt, attempts),
+                (statements.insert_score, scores),
+            ):
+                if rows:
+                    connection.exec_driver_sql(compiled.sql, rows)
+
+    def _isolate(self, units: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Write one record per transaction to find and drop the ones the database refuses.
+
+        Returns the units still to retry if the database became unreachable meanwhile.
+        """
+        engine = self._engine
+        assert engine is not None
+        for position, unit in enumerate(units):
+            try:
+                self._insert(engine, [unit])
+            except Exception as exc:
+                if _classify(exc) == "transient":
+                    self._on_transient(exc)
+                    return units[position:]
+                self._report(
+                    "refused", f"wasteaudit dropped a {unit[0]} record the database refused: {_describe(exc)}",
+                    logging.ERROR,
+                )
+                self._settle(db_error=1)
+            else:
+                self._settle(written=1)
+        return []
+
+    def _on_transient(self, exc: BaseException) -> None:
+        self._report(
+            "unavailable:" + type(exc).__name__,
+            f"wasteaudit cannot write to the database yet, keeping records and retrying: {_describe(exc)}",
+            logging.WARNING,
+        )
+
+    def _report(self, kind: str, message: str, level: int) -> None:
+        """Record the problem for stats(); log it at most once a minute per kind."""
+        self._last_error = message
+        now = time.monotonic()
+        last = self._logged_at.get(kind)
+        if last is None or now - last >= LOG_INTERVAL_S:
+            self._logged_at[kind] = now
+            logger.log(level, message)
+
+
+class _Statements:
+    """The idempotent INSERTs for one engine, built with Core ``insert()`` and compiled once.
+
+    Rows arrive encoded (JSON as text from ``convert``, timestamps turned into the driver's form
+    here) and go to the driver's executemany through ``exec_driver_sql``: SQLAlchemy's per-row
+    parameter processing cost more than the database itself. The encoding is what SQLAlchemy's
+    own types store, so the models read the rows back unchanged.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow
+
+        dialect = engine.dialect
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+
+        runs = RunRow.__table__
+        run_insert = insert(runs)
+        upsert = run_insert.on_conflict_do_update(
+            index_elements=[runs.c.id],
+            set_={column.name: run_insert.excluded[column.name] for column in runs.columns if column.name != "id"},
+        )
+        self.upsert_run = _Compiled(upsert, runs, dialect)
+        self.insert_call = _Compiled(
+            insert(CallRow.__table__).on_conflict_do_nothing(index_elements=["id"]), CallRow.__table__, dialect
+        )
+        self.insert_attempt = _Compiled(
+            insert(AttemptRow.__table__).on_conflict_do_nothing(index_elements=["call_id", "index"]),
+            AttemptRow.__table__,
+            dialect,
+        )
+        self.insert_score = _Compiled(
+            insert(ScoreRow.__table__).on_conflict_do_nothing(index_elements=["id"]), ScoreRow.__table__, dialect
+        )
+
+
+class _Compiled:
+    """One compiled INSERT, and the encoder from a ``convert`` row to the driver's parameters."""
+
+    def __init__(self, statement: Any, table: Any, dialect: Any) -> None:
+        import operator
+
+        from wasteaudit.storage.models import UTCDateTime
+
+        compiled = statement.compile(dialect=dialect, column_keys=[column.key for column in table.columns])
+        self.sql: str = compiled.string
+        self._times = tuple(c.name for c in table.columns if isinstance(c.type, UTCDateTime))
+        self._time = _sqlite_time if dialect.name == "sqlite" else _aware_time
+        # qmark drivers (sqlite3) take tuples in the compiled order; pyformat (psycopg) takes dicts.
+        self._order = operator.itemgetter(*compiled.positiontup) if dialect.positional else None
+
+    def encode(self, row: dict[str, Any]) -> Any:
+        to_time = self._time
+        for name in self._times:
+            value = row[name]
+            if value is not None:
+                row[name] = to_time(value)
+        return self._order(row) if self._order is not None else row
+
+
+def _aware_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(value, timezone.utc)
+
+
+def _sqlite_time(value: Any) -> str:
+    # The text SQLAlchemy's SQLite DATETIME stores (naive UTC, always with microseconds), so the
+    # models and SQL comparisons against bound datetimes agree with what the writer stored.
+    if isinstance(value, datetime):
+        value = value.astimezone(timezone.utc) if value.tzinfo is not None else value
+    else:
+        value = datetime.fromtimestamp(value, timezone.utc)
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+def _classify(exc: BaseException) -> str:
+    """'permanent' (bad configuration), 'transient' (retry later) or 'data' (this content)."""
+    if isinstance(exc, (ConfigError, MissingExtraError)):
+        return "permanent"
+    if isinstance(exc, (StorageError, OSError)):
+        return "transient"
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return "transient"
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+        return "transient"
+    return "data"
+
+
+def _describe(exc: BaseException) -> str:
+    from wasteaudit.storage.engine import describe_error
+
+    if isinstance(exc, (ConfigError, MissingExtraError, StorageError)):
+        return str(exc)
+    return describe_error(exc)
+
+
+# --- process lifecycle ------------------------------------------------------------------------
+
+_live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_live_writers):
+        writer._after_fork_in_child()
+
+
+def _shutdown_all(timeout: float = ATEXIT_TIMEOUT_S) -> None:
+    """At exit: write what is buffered, bounded in time (the facade may have shut down already)."""
+    deadline = time.monotonic() + timeout
+    for writer in list(_live_writers):
+        writer.shutdown(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _register_multiprocessing_exit(writer: Writer) -> None:
+    """multiprocessing's forked children leave through os._exit, skipping atexit: hook its own exit."""
+    try:
+        from multiprocessing import util
+    except ImportError:  # pragma: no cover
+        return
+    ref = weakref.ref(writer)
+
+    def in_child(_writer: Writer) -> None:
+        def shutdown() -> None:
+            live = ref()
+            if live is not None:
+                live.shutdown(timeout=ATEXIT_TIMEOUT_S)
+
+        util.Finalize(None, shutdown, exitpriority=10)
+
+    util.register_after_fork(writer, in_child)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown_all)

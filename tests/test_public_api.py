@@ -25,6 +25,7 @@ def test_public_names_are_the_documented_dozen():
             "score",
             "shutdown",
             "status",
+            "track_json",
             "WasteAuditError",
         ]
     )

@@ -39,6 +39,7 @@ __all__ = [
     "score",
     "shutdown",
     "status",
+    "track_json",
     "WasteAuditError",
 ]
 
@@ -69,11 +70,16 @@ def configure(
         **options,
     )
     if settings.storage and settings.enabled:
-        from wasteaudit.storage.engine import check_url
+        # Fail fast on a malformed URL or a missing driver, without connecting: a database that is
+        # down now may be up later, and the writer buffers until it is (fail-open).
+        from wasteaudit.storage.engine import create_engine_for, resolve_url
 
-        check_url(settings.database_url)
+        create_engine_for(resolve_url(settings.database_url)).dispose()
     pipeline.reset_writer()
     set_settings(settings)
+    from wasteaudit.export import apply_settings as apply_export_settings
+
+    apply_export_settings(settings)  # export="otlp": OTLP set up (or plugged in) now; else a no-op
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -91,13 +97,24 @@ def shutdown(timeout: float | None = 5.0) -> None:
 
 
 def status() -> dict[str, Any]:
-    """Writer counters: submitted, written, dropped (by cause), pending, last error."""
+    """Writer counters: submitted, written, dropped (by cause), pending, last error; ``export``:
+    OTLP export counters per signal (exported / failed batches, last error)."""
     from wasteaudit._internal import pipeline
     from wasteaudit._internal.safety import internal_error_counts
 
     info = pipeline.stats()
     info["internal_errors"] = internal_error_counts()
+    from wasteaudit.export import export_status
+
+    info["export"] = export_status()
     return info
+
+
+def track_json(value: Any) -> Any:
+    """Wrap parsed JSON so the fields the app reads are recorded; unread fields count as unused output."""
+    from wasteaudit.scoring.jsonuse import track_json as _track
+
+    return _track(value)
 
 
 def build_report(*args: Any, **kwargs: Any) -> Any:

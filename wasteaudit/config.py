@@ -74,7 +74,40 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
         "Put messages and outputs on exported spans (opt-in; the standard OpenTelemetry variable).",
     ),
+    Option(
+        "export",
+        "WASTEAUDIT_EXPORT",
+        "none",
+        "str",
+        "`otlp`: export spans, metrics and waste events over OTLP/HTTP, plugged into the app's OpenTelemetry providers when it has them (see docs/otel-export.md); `none`: no exporter of our own.",
+    ),
+    Option(
+        "otlp_endpoint",
+        "WASTEAUDIT_OTLP_ENDPOINT",
+        "",
+        "str",
+        "Base URL of the OTLP/HTTP receiver (`http://collector:4318`); empty: the standard `OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT` variables, else `http://localhost:4318`.",
+    ),
+    Option("service_name", "OTEL_SERVICE_NAME", "", "str", "`service.name` of the resource wasteaudit creates when the app has no provider (the standard OpenTelemetry variable)."),
+    Option("export_traces", "WASTEAUDIT_EXPORT_TRACES", True, "bool", "With `export=otlp`: add an OTLP span exporter (off when the app already exports its spans to the same place)."),
+    Option(
+        "export_metrics",
+        "WASTEAUDIT_EXPORT_METRICS",
+        True,
+        "bool",
+        "Record the GenAI client and waste metrics (into the app's MeterProvider, or the one `export=otlp` sets up); off: no metrics at all.",
+    ),
+    Option("export_logs", "WASTEAUDIT_EXPORT_LOGS", True, "bool", "With `export=otlp`: export waste findings as `wasteaudit.waste.finding` events linked to the call's span."),
+    Option(
+        "provider_hosts",
+        "WASTEAUDIT_PROVIDER_HOSTS",
+        None,
+        "json",
+        'Provider names for OpenAI-compatible servers the built-in table cannot know: {"gpu-box:8000": "vllm", ".inference.internal": "vllm"} (host:port, host, or .suffix).',
+    ),
 )
+
+EXPORT_MODES: tuple[str, ...] = ("none", "otlp")
 
 _TRUE = {"1", "true", "yes", "on", "span_only", "span_and_event"}
 _FALSE = {"0", "false", "no", "off", "", "no_content", "event_only"}
@@ -126,6 +159,13 @@ class Settings:
     stream_usage_hosts: tuple[str, ...] = ("api.openai.com", ".openai.azure.com", "127.0.0.1", "localhost")
     price_overrides: dict[str, dict[str, float]] | None = None
     capture_content_on_spans: bool = False
+    export: str = "none"
+    otlp_endpoint: str = ""
+    service_name: str = ""
+    export_traces: bool = True
+    export_metrics: bool = True
+    export_logs: bool = True
+    provider_hosts: dict[str, str] | None = None
     redact: Callable[[str], str] | None = field(default=None, compare=False)
     explicit: bool = False
 
@@ -145,6 +185,14 @@ class Settings:
             raise ConfigError("price_overrides must map model names to {input, output, cache_read, cache_write}")
         if not isinstance(self.database_url, str) or "://" not in self.database_url:
             raise ConfigError(f"database_url must be an SQLAlchemy URL such as sqlite:///wasteaudit.db; got {self.database_url!r}")
+        if (self.export or "none").strip().lower() not in EXPORT_MODES + ("",):
+            raise ConfigError(f"export must be one of {', '.join(EXPORT_MODES)}; got {self.export!r}")
+        if self.provider_hosts is not None and not (
+            isinstance(self.provider_hosts, dict) and all(isinstance(k, str) and isinstance(v, str) and v for k, v in self.provider_hosts.items())
+        ):
+            raise ConfigError('provider_hosts must map hosts to provider names, e.g. {"gpu-box:8000": "vllm"}')
+        if self.otlp_endpoint and "://" not in self.otlp_endpoint:
+            raise ConfigError(f"otlp_endpoint must be a URL such as http://localhost:4318; got {self.otlp_endpoint!r}")
         return self
 
 

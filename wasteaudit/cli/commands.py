@@ -129,7 +129,20 @@ def score(args: argparse.Namespace) -> int:
     from wasteaudit.scoring.runner import score_pending
 
     engine = _open(args)
-    count = score_pending(engine, batch_size=args.batch_size, rescore=args.rescore, progress=True)
+    if args.rescore:
+        from sqlalchemy import update
+
+        from wasteaudit.storage.models import CallRow
+
+        with engine.begin() as conn:
+            conn.execute(update(CallRow).values(scored_version=None, claimed_by=None, lease_until=None, score_error=None))
+    from rich.progress import Progress
+
+    from wasteaudit.scoring.runner import unscored
+
+    with Progress(console=_console(), transient=True) as bar:
+        task = bar.add_task("scoring calls", total=unscored(engine))
+        count = score_pending(engine, batch_size=args.batch_size, progress=lambda done: bar.update(task, completed=done))
     print(f"scored {count} calls")
     return 0
 

@@ -11,8 +11,9 @@ fields a provider did not report are ``None``, never 0.
 
 from __future__ import annotations
 
+import os
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,9 +22,18 @@ FinishCategory = Literal["stop", "length", "tool", "filter", "refusal", "error"]
 StreamState = Literal["completed", "abandoned", "error"]
 
 
+_random = random.Random(os.urandom(32))
+# A forked child must not replay its parent's sequence of ids.
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+
+
 def new_id() -> str:
-    """A random 32-hex id; unique across processes and hosts without coordination."""
-    return uuid.uuid4().hex
+    """A random 128-bit id as 32 hex digits; unique across processes and hosts without coordination.
+
+    Drawn from a per-process generator seeded from the OS: unlike ``uuid4`` it makes no system call
+    on the request path (which also released the GIL to the writer thread mid-call).
+    """
+    return "%032x" % _random.getrandbits(128)
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from anthropic_support import *  # noqa: F403 - fixtures (shared server)
-from anthropic_support import KW, async_client, drive_async, drive_sync, instrumented, sync_client
+from anthropic_support import async_client, drive_async, drive_sync, instrumented, sync_client
 from wasteaudit.localllm import Reply
 from wasteaudit.localllm import anthropic_bodies as ab
 

@@ -126,6 +126,17 @@ def test_stream_usage_is_overlaid_never_summed(records, llm_server):
     assert call.usage_details["server_tool_use"] == {"web_search_requests": 3, "web_fetch_requests": 0}
 
 
+def test_a_later_message_delta_without_usage_keeps_the_count(records, llm_server):
+    events = ab.stream_events(ab.message("hi", usage=ab.usage(4, 20)))
+    events.insert(len(events) - 1, 'event: message_delta\ndata: {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}')
+    with instrumented():
+        client = sync_client(llm_server)
+        llm_server.enqueue(Reply(sse=events))
+        _drain(client.messages.create(**KW, stream=True))
+    call = records.calls[0]
+    assert call.output_tokens == 20 and call.usage_source == "provider" and call.gaps == []
+
+
 def test_redacted_thinking_and_server_tools(records, llm_server):
     msg = ab.message(
         [ab.redacted_thinking_block(), ab.server_tool_use_block("web_search", {"query": "news"}, id="srv_1"), ab.text_block("Done.")],

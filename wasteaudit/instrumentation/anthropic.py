@@ -54,7 +54,6 @@ from wasteaudit.instrumentation._anthropic_usage import (
     TOOL_BLOCKS,
     apply_message,
     apply_usage,
-    get,
     refusal_text,
     tool_call,
 )
@@ -619,6 +618,7 @@ class _StreamWatch:
         "saw_start",
         "saw_delta",
         "saw_stop",
+        "usage_seen",
         "events",
         "first",
     )
@@ -633,6 +633,7 @@ class _StreamWatch:
         self.saw_start = False
         self.saw_delta = False
         self.saw_stop = False
+        self.usage_seen = False
         self.events = 0
         self.first = True
 
@@ -685,9 +686,10 @@ class _StreamWatch:
             record.finish_reasons = [self.stop_reason]
             self.call.refused = self.stop_reason == "refusal"
             usage = getattr(item, "usage", None)
-            if usage is not None:
+            if usage is not None:  # cumulative: the last one wins, never a sum
                 apply_usage(record, usage, self.start_usage)
-            elif self.start_usage is not None:
+                self.usage_seen = True
+            elif not self.usage_seen and self.start_usage is not None:
                 apply_usage(record, self.start_usage, output_known=False)
             if self.call.mode == _SDK:
                 self.call.enrich()
@@ -725,6 +727,8 @@ class _StreamWatch:
             else:
                 record.usage_source = "missing"
                 record.gaps.append("usage missing: the stream ended before message_start")
+        elif not self.usage_seen:
+            record.gaps.append("output usage missing: message_delta carried no usage")
         if state == "error" and error is None:
             record.gaps.append("stream ended before message_stop without an error")
         texts: list[str] = []

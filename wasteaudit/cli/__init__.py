@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a realistic workload against a local endpoint and show what wasteaudit finds")
     demo.add_argument("--live", action="store_true", help="use the real OpenAI/Anthropic APIs (needs OPENAI_API_KEY or ANTHROPIC_API_KEY)")
     demo.add_argument("--output", "-o", default="wasteaudit-report.html", help="HTML report path")
+
+    from wasteaudit.report import cli as report_cli
+
+    report_cli.add_parser(sub)
     return parser
 
 
@@ -59,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from wasteaudit.cli import commands
+    from wasteaudit.report import cli as report_cli
 
     handler = {
         "db": commands.db,
@@ -67,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "score": commands.score,
         "worker": commands.worker,
         "demo": commands.demo,
+        "report": report_cli.run,
     }[args.command]
     try:
         return handler(args)

@@ -37,3 +37,10 @@ def test_demo_captures_the_workload_with_its_waste_patterns(tmp_path, restore_se
     runs = conn.execute("select count(*) from wasteaudit_runs").fetchone()[0]
     scores = conn.execute("select count(*) from wasteaudit_scores where source = 'user'").fetchone()[0]
     assert runs > 100 and scores > 50
+    findings = dict(conn.execute("select subkind, sum(tokens) from wasteaudit_findings where tier = 'confirmed' group by subkind").fetchall())
+    assert {"truncated", "invalid_output", "duplicate_call", "refusal"} <= set(findings)
+    output = conn.execute("select sum(output_tokens) from wasteaudit_calls").fetchone()[0]
+    assert 0 < sum(findings.values()) < output
+    html = (tmp_path / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") or html.lower().startswith("<!doctype html>")
+    assert "<title>wasteaudit report" in html

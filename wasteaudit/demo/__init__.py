@@ -2,7 +2,7 @@
 
 Starts the local endpoint (:mod:`wasteaudit.demo.endpoint`), runs the demo apps
 (:mod:`wasteaudit.demo.apps`) through the real ``openai`` and ``anthropic`` SDKs with wasteaudit
-instrumented, spread over two weeks of simulated time, and shows what was captured.
+instrumented, spread over two weeks of simulated time, scores the waste, and writes the weekly report.
 """
 
 from __future__ import annotations
@@ -56,26 +56,40 @@ class Step:
     feedback: Callable[[Any], float | bool | None] | None = None
 
 
+CUSTOMERS = ["Maya", "Tom", "Ines", "Kofi", "Lena", "Ravi", "Sara", "Jon", "Aiko", "Pedro", "Nora", "Omar"]
+
+
 def _workload(apps: Any, rng: random.Random) -> list[Step]:
+    """Two weeks of traffic. Most requests are unique (customers add their own context); about one
+    in five repeats an earlier request word for word, as FAQ-style traffic does."""
     steps: list[Step] = []
+    asked: list[str] = []
+
+    def request(base: str) -> str:
+        if asked and rng.random() < 0.2:
+            return rng.choice(asked)
+        text = f"Hi, {rng.choice(CUSTOMERS)} here (ticket #{rng.randint(1000, 9999)}). {base}"
+        asked.append(text)
+        return text
+
     for day in range(14):
         second_week = day >= 7
         for _ in range(5):
-            question = rng.choice(SUPPORT_QUESTIONS)
+            question = request(rng.choice(SUPPORT_QUESTIONS))
             brief = rng.random() < 0.3
             steps.append(Step(day, lambda q=question, b=brief: apps.support_answer(q, brief=b), lambda out: bool(out) and "sorry" not in out.lower()))
         for _ in range(3):
-            ticket = rng.choice(TICKETS)
+            ticket = rng.choice(TICKETS) + f"\nOrder reference R-{rng.randint(10000, 99999)}."
             steps.append(Step(day, lambda t=ticket: apps.extract_ticket(t)))
         for _ in range(2):
-            question = rng.choice(ORDER_QUESTIONS)
+            question = request(rng.choice(ORDER_QUESTIONS))
             budget = 40 if (second_week and rng.random() < 0.5) else 400
             steps.append(Step(day, lambda q=question, m=budget: apps.order_agent(q, max_tokens=m), lambda out: 0.9 if out else 0.0))
         for _ in range(2):
             question = rng.choice(RAG_QUESTIONS)
             steps.append(Step(day, lambda q=question: apps.rag_answer(q), lambda out: 0.8 if out else 0.0))
         if day % 2 == 0:
-            steps.append(Step(day, lambda: apps.suggest_title("Quarterly report on support ticket volume")))
+            steps.append(Step(day, lambda d=day: apps.suggest_title(f"Support ticket volume, week {d // 7 + 1}, day {d % 7 + 1}")))
     return steps
 
 
@@ -180,7 +194,32 @@ def run_demo(*, database_url: str | None = None, live: bool = False, output: str
         handle.undo()
         if server is not None:
             server.stop()
-    return _show_results(url, console)
+    code = _show_results(url, console)
+    if code == 0:
+        code = _score_and_report(url, console, output, now=today)
+    return code
+
+
+def _score_and_report(url: str, console: Any, output: str, *, now: datetime) -> int:
+    """Score every captured call, then write the HTML report and print the text one."""
+    from rich.progress import Progress
+
+    from wasteaudit.report import build_report, render
+    from wasteaudit.scoring.runner import score_pending, unscored
+    from wasteaudit.storage.engine import create_engine_for
+
+    engine = create_engine_for(url)
+    try:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("scoring waste (MiniLM on CPU)", total=unscored(engine))
+            scored = score_pending(engine, run_timeout_s=0, progress=lambda done: bar.update(task, completed=done))
+        report = build_report(engine=engine, now=now)
+    finally:
+        engine.dispose()
+    Path(output).write_text(render(report, "html"), encoding="utf-8")
+    console.print(render(report, "text", width=console.width))
+    console.print(f"scored {scored} calls; HTML report with charts: [bold]{Path(output).resolve()}[/]")
+    return 0
 
 
 def _show_results(url: str, console: Any) -> int:
@@ -192,7 +231,7 @@ def _show_results(url: str, console: Any) -> int:
 
     engine = create_engine_for(url)
     with engine.connect() as conn:
-        rows = conn.execute(select(CallRow).order_by(CallRow.started_at.desc()).limit(15)).all()
+        rows = conn.execute(select(CallRow).order_by(CallRow.started_at.desc()).limit(8)).all()
         totals = conn.execute(
             select(
                 func.count(),
@@ -204,7 +243,7 @@ def _show_results(url: str, console: Any) -> int:
         ).one()
         runs = conn.execute(select(func.count()).select_from(RunRow)).scalar_one()
         by_finish = conn.execute(select(CallRow.finish_category, func.count()).group_by(CallRow.finish_category)).all()
-    print_calls(list(reversed(rows)), title="The 15 most recent captured calls")
+    print_calls(list(reversed(rows)), title="The most recent captured calls")
     calls, tokens_in, tokens_out, cost, attempts = totals
     console.print(
         f"captured [bold]{calls}[/] calls in [bold]{runs}[/] runs: {tokens_in or 0:,} input and {tokens_out or 0:,} output tokens, "

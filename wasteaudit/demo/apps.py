@@ -56,7 +56,7 @@ class DemoApps:
 
     @wasteaudit.audit(name="extract.ticket", tags={"team": "ops"}, validate=valid_ticket)
     def extract_ticket(self, ticket: str) -> dict[str, Any] | None:
-        max_tokens = 25
+        max_tokens = 40
         for _ in range(3):
             reply = self.openai.chat.completions.create(
                 model=self.openai_model,
@@ -66,7 +66,7 @@ class DemoApps:
             )
             choice = reply.choices[0]
             if choice.finish_reason == "length":
-                max_tokens *= 8
+                max_tokens *= 4
                 continue
             try:
                 return json.loads(choice.message.content or "")

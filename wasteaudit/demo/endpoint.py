@@ -124,12 +124,13 @@ class DemoEndpoint:
     def _extract(self, body: dict[str, Any], user: str, prompt_tokens: int, attempt: int, model: str) -> Reply:
         name = user.split("From: ")[-1].split("\n")[0].strip() if "From: " in user else "Unknown"
         email = name.lower().replace(" ", ".") + "@example.com"
-        record = {"name": name, "email": email, "product": "Workspace", "issue": user.split("\n")[-1][:80]}
+        lines = user.split("\n")
+        record = {"name": name, "email": email, "product": "Workspace", "issue": (lines[1] if len(lines) > 1 else lines[-1])[:80]}
         text = json.dumps(record)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         fault = _digest(user) % 4
-        if attempt == 0 and fault == 0 and max_tokens:
-            cut = text[: max(8, int(max_tokens) * 4 - 40)]
+        if max_tokens and tokens(text) > int(max_tokens):
+            cut = text[: int(max_tokens) * 4]
             usage = ob.chat_usage(prompt_tokens, int(max_tokens))
             return Reply(json=ob.chat_completion(cut, model=model, finish_reason="length", usage=usage))
         if attempt == 0 and fault == 1:

@@ -205,3 +205,27 @@ def test_agrees_with_genai_prices_calc_price(
 def test_bad_overrides_are_rejected_at_configuration(overrides: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate_overrides(overrides)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("x_ai", "grok-3"), ("mistral_ai", "mistral-large-latest"), ("gcp.gemini", "gemini-2.5-flash"), ("azure.ai.openai", "gpt-4o")],
+)
+def test_semconv_provider_names_find_their_genai_prices_entry(provider, model):
+    from wasteaudit.records import CallRecord
+    from wasteaudit.storage.pricing import price_call
+
+    record = CallRecord(id="c", provider=provider, operation="chat", api="chat.completions", started_at=1.76e9,
+                        request_model=model, response_model=model, usage_source="provider",
+                        input_tokens=1000, output_tokens=500)
+    cost, _, status = price_call(record)
+    assert status == "priced" and cost is not None and cost > 0
+
+
+def test_self_hosted_models_stay_unpriced():
+    from wasteaudit.records import CallRecord
+    from wasteaudit.storage.pricing import price_call
+
+    record = CallRecord(id="c", provider="ollama", operation="chat", api="chat.completions", started_at=1.76e9,
+                        request_model="llama3.1:8b", usage_source="provider", input_tokens=10, output_tokens=5)
+    assert price_call(record)[2] == "unpriced"

@@ -327,8 +327,25 @@ def _table_rates(info: Any, started_at: float, context: tuple[tuple[str, str], .
 _rates_cache: dict[tuple[int, int, tuple[tuple[str, str], ...]], tuple[Any, _Rates]] = {}
 
 
+# gen_ai.provider.name values (OpenTelemetry conventions) -> genai-prices provider ids. Self-hosted
+# servers (ollama, vllm, llama.cpp, ...) have no entry on purpose: they stay unpriced unless the
+# user sets a price per model.
+PROVIDER_IDS = {
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "aws.bedrock": "aws",
+    "x_ai": "x-ai",
+    "mistral_ai": "mistral",
+    "moonshot_ai": "moonshotai",
+}
+
+
 def _price_table(record: CallRecord, models: list[str]) -> tuple[float | None, str, PriceStatus]:
     provider = (record.provider or "").lower()
+    provider = PROVIDER_IDS.get(provider, provider)
     info = None
     for model in models:
         info = _lookup(provider, model.lower())

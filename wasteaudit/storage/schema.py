@@ -147,16 +147,20 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool = True) -> None:
     if engine in _ready:
         return
     head = head_revision()
-    current = current_revision(engine)
+    current = _read_revision_without_lock(engine)
     if current != head:
-        _check_upgradable(engine, current, head, auto_migrate)
+        if current is not _UNKNOWN:
+            _check_upgradable(engine, current, head, auto_migrate)
         try:
             with _migration_lock(engine) as connection:
                 # Another process may have migrated while we waited for the lock.
                 from alembic.migration import MigrationContext
 
                 ctx = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-                if ctx.get_current_revision() != head:
+                real = ctx.get_current_revision()
+                if real != head:
+                    if current is _UNKNOWN:
+                        _check_upgradable(engine, real, head, auto_migrate)
                     _upgrade_on(connection, "head")
                 else:
                     connection.rollback()
@@ -165,6 +169,27 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool = True) -> None:
                 f"cannot upgrade the schema of {safe_url(engine.url)}: {describe_error(exc)}"
             ) from None
     _ready.add(engine)
+
+
+def _read_revision_without_lock(engine: Engine, attempts: int = 5) -> str | None:
+    """The fast, lock-free read of the revision. SQLite may answer "database is locked" while
+    another process switches a new file to WAL (that switch ignores the busy timeout): retry,
+    then report "unknown" so the caller re-reads under the migration lock."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return current_revision(engine)
+        except StorageError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                if "locked" in str(exc):
+                    return _UNKNOWN
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    return _UNKNOWN
+
+
+_UNKNOWN = "(unknown: database busy)"
 
 
 def _check_upgradable(engine: Engine, current: str | None, head: str, auto_migrate: bool) -> None:

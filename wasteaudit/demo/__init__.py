@@ -217,7 +217,7 @@ def _score_and_report(url: str, console: Any, output: str, *, now: datetime) -> 
     finally:
         engine.dispose()
     Path(output).write_text(render(report, "html"), encoding="utf-8")
-    console.print(render(report, "text", width=console.width))
+    console.print(render(report, "text", width=console.width), markup=False, highlight=False)
     console.print(f"scored {scored} calls; HTML report with charts: [bold]{Path(output).resolve()}[/]")
     return 0
 

@@ -47,7 +47,10 @@ def money(value: float | None) -> str:
     if value == 0:
         return "$0"
     if abs(value) < 0.01:
-        return f"${value:.4f}"
+        import math
+
+        decimals = min(8, max(4, 2 - math.floor(math.log10(abs(value)))))
+        return f"${value:.{decimals}f}"
     if abs(value) < 1000:
         return f"${value:,.2f}"
     return f"${value:,.0f}"

@@ -5,12 +5,13 @@ Each alarm is ``{kind, scope, subject, message, details}``; ``scope`` is ``total
 ``provider/model``, or ``provider/model vs provider/model`` for a model comparison).
 
 * ``quality_down_efficiency_up`` — quality is worse than in the previous period (the bootstrap
-  gate failed *and* the change in mean quality or success rate is below -δ) while an
-  efficiency figure improved: the improvement is not a win.
+  gate failed, and the change in mean quality or success rate is below -δ with its one-sided
+  upper bound below 0) while an efficiency figure improved: the improvement is not a win.
 * ``cheaper_but_worse`` — cost per run fell but quality is worse (as above); week over week,
   or a model that is cheaper than the reference model on the same functions but worse.
 * ``shorter_more_failures`` — output tokens per run fell by at least 10% while the success
-  rate's gate failed or the share of failed runs (raised / rejected by a validator) rose.
+  rate fell (below -δ, upper bound below 0) or the share of failed runs (raised / rejected by
+  a validator) rose by more than δ.
 * ``coverage_down`` — quality coverage, efficiency coverage or unused-coverage fell by at
   least 0.10: fewer runs can be judged, so the figures mean less.
 * ``unpriced_up`` — the share of calls without a price rose by at least 0.01 (new model,
@@ -155,14 +156,14 @@ def week_over_week(
         reasons = []
         if (
             gate is not None
-            and gate.delta_success_lower is not None
-            and gate.delta_success_lower < -settings.delta
             and gate.delta_success is not None
             and gate.delta_success < -settings.delta
+            and gate.delta_success_upper is not None
+            and gate.delta_success_upper < 0
         ):
             reasons.append(
                 f"success rate fell {_fmt(previous['quality'].get('success_rate'), 2)} → "
-                f"{_fmt(current['quality']['success_rate'], 2)} (lower bound {gate.delta_success_lower:+.3f})"
+                f"{_fmt(current['quality']['success_rate'], 2)} (95% bounds {gate.delta_success_lower:+.3f} to {gate.delta_success_upper:+.3f})"
             )
         runs_cur, runs_prev = current.get("runs") or 0, previous.get("runs") or 0
         if runs_cur >= settings.min_runs and runs_prev >= settings.min_runs:

@@ -10,8 +10,9 @@ resamples: mean quality ``q`` and success rate (share of runs with ``q >= tau``)
 B is *non-inferior* when both lower bounds (the ``1 - confidence`` quantile, i.e. a one-sided
 95% bound by default) are ``>= -delta``. With too few runs the answer is ``None`` (unknown),
 and an unknown gate never lets an efficiency "win" count. B is *worse* (what alarms and the
-"cheaper but worse" verdict need) when it is not non-inferior **and** a point estimate is
-below ``-delta``: a gate that fails only from noise blocks a win but raises no alarm.
+"cheaper but worse" verdict need) when it is not non-inferior **and** a change's point
+estimate is below ``-delta`` with its one-sided upper bound below 0: a gate that fails only
+from noise blocks a win but raises no alarm.
 
 Deterministic: the generator is seeded from the report's seed and the comparison's name, so
 the same data always gives the same verdict, whatever order comparisons are made in. Sides
@@ -40,6 +41,8 @@ class Gate:
     delta_quality_lower: float | None = None
     delta_success: float | None = None
     delta_success_lower: float | None = None
+    delta_quality_upper: float | None = None
+    delta_success_upper: float | None = None
     runs_a: int = 0
     runs_b: int = 0
     strata: list[str] = field(default_factory=list)
@@ -48,7 +51,8 @@ class Gate:
 
     @property
     def worse(self) -> bool:
-        """Evidence of a quality drop: not non-inferior *and* a point estimate beyond the margin.
+        """Evidence of a quality drop: not non-inferior, a point estimate beyond the margin, and
+        that change's one-sided upper bound below zero (the drop is not noise).
 
         A gate can fail from noise alone (few runs, a success rate near tau); that is reported
         as "not shown non-inferior", which never lets a win count, but is not called worse.
@@ -56,9 +60,11 @@ class Gate:
         if self.non_inferior is not False:
             return False
         margin = -self.delta
-        return (self.delta_quality is not None and self.delta_quality < margin) or (
-            self.delta_success is not None and self.delta_success < margin
-        )
+
+        def dropped(point: float | None, upper: float | None) -> bool:
+            return point is not None and upper is not None and point < margin and upper < 0
+
+        return dropped(self.delta_quality, self.delta_quality_upper) or dropped(self.delta_success, self.delta_success_upper)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +74,8 @@ class Gate:
             "delta_quality_lower": _round(self.delta_quality_lower),
             "delta_success_rate": _round(self.delta_success),
             "delta_success_rate_lower": _round(self.delta_success_lower),
+            "delta_quality_upper": _round(self.delta_quality_upper),
+            "delta_success_rate_upper": _round(self.delta_success_upper),
             "runs_a": self.runs_a,
             "runs_b": self.runs_b,
             "strata": list(self.strata),
@@ -149,6 +157,8 @@ def noninferiority(
         boot_s += weight * (sb_ - sa_)
     alpha = 1.0 - confidence
     gate.delta_quality_lower = float(np.quantile(boot_q, alpha))
+    gate.delta_quality_upper = float(np.quantile(boot_q, 1.0 - alpha))
+    gate.delta_success_upper = float(np.quantile(boot_s, 1.0 - alpha))
     gate.delta_success_lower = float(np.quantile(boot_s, alpha))
     gate.non_inferior = bool(gate.delta_quality_lower >= -delta and gate.delta_success_lower >= -delta)
     if not gate.non_inferior:

@@ -860,8 +860,6 @@ def _tune(conn: Connection) -> None:
         # JIT compilation costs more than it saves on these one-off aggregates.
         conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")
         conn.exec_driver_sql("SET LOCAL jit = off")
-    elif conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("PRAGMA temp_store = MEMORY")
 
 
 def _version() -> str:

@@ -185,6 +185,7 @@ def _charts(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "y": [r["quality"]["mean"] for r in group],
                 "text": [_label(f"{r['provider']}/{r['model']}") for r in group],
                 "textposition": "top center",
+                "cliponaxis": False,
                 "marker": {"size": [12 + 28 * (r["runs"] / max_runs) ** 0.5 for r in group], "color": VERDICT_COLORS[verdict], "opacity": 0.8},
             }
         )
@@ -196,7 +197,7 @@ def _charts(report: dict[str, Any]) -> list[dict[str, Any]]:
                 **base_layout,
                 "title": {"text": "Cost per run vs mean quality, per model (size: runs)"},
                 "xaxis": {"title": {"text": "cost per run (USD)"}, "rangemode": "tozero"},
-                "yaxis": {"title": {"text": "mean quality q"}, "range": [0, 1.05]},
+                "yaxis": {"title": {"text": "mean quality q"}, "range": [0, 1.15]},
             },
         }
     )

@@ -6,52 +6,15 @@ need the global path run a subprocess (``export_support.run_app``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import openai
 import pytest
 
 from wasteaudit.export import _state
 from wasteaudit.export.metrics import stop_recording, use_meter_provider
-from wasteaudit.instrumentation import active_instrumentations, instrument_openai
-from wasteaudit.localllm import LocalLLMServer
 
-
-@pytest.fixture(scope="module")
-def _module_llm_server() -> Iterator[LocalLLMServer]:
-    with LocalLLMServer() as server:
-        server._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
-        yield server
-
-
-@pytest.fixture
-def llm_server(_module_llm_server: LocalLLMServer) -> Iterator[LocalLLMServer]:
-    server = _module_llm_server
-    server.clear()
-    server.handler = None
-    yield server
-    server.clear()
-    server.handler = None
-
-
-@pytest.fixture
-def instrumented(records) -> Iterator[Any]:
-    handle = instrument_openai()
-    try:
-        yield handle
-    finally:
-        current = active_instrumentations().get("openai")
-        if current is not None:
-            current.undo()
-
-
-@pytest.fixture
-def oai(llm_server, instrumented) -> Callable[..., openai.OpenAI]:
-    def make(**options: Any) -> openai.OpenAI:
-        options.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=llm_server.openai_base_url, api_key="sk-test-not-a-real-key", **options)
-
-    return make
+# The loopback server and the instrumented OpenAI client are the instrumentation suite's own.
+from instrumentation.openai_support import _shared_llm_server, instrumented, llm_server, oai  # noqa: F401
 
 
 @pytest.fixture

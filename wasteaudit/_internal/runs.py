@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from wasteaudit._internal import clock
 from wasteaudit.records import RunRecord, new_id
@@ -36,6 +36,9 @@ class RunState:
     calls: int = 0
     # ``wasteaudit.scoring.track_json`` trackers: which fields of parsed JSON replies were read.
     json_trackers: list[Any] | None = None
+    # Names that become known only after the run started (a web request's route template is
+    # known after routing): asked for the name when the run materializes and when it ends.
+    namer: Callable[[], str | None] | None = None
 
 
 def current_run() -> RunState | None:
@@ -51,7 +54,22 @@ def materialize(run: RunState) -> None:
         chain.append(node)
         node = node.parent
     for item in reversed(chain):  # parents first, so a child's span has its parent's span
+        if item.namer is not None:
+            resolve_name(item)
         _start_span(item)
+
+
+def resolve_name(run: RunState) -> None:
+    """Ask a run's ``namer`` for its name (fail-open: a namer that fails or says None keeps the old one)."""
+    try:
+        name = run.namer() if run.namer is not None else None
+    except Exception as exc:
+        from wasteaudit._internal.safety import internal_error
+
+        internal_error("runs.namer", exc)
+        return
+    if name and name != run.name:
+        run.name = name
 
 
 def _start_span(run: RunState) -> None:

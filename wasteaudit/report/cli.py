@@ -35,6 +35,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", default="text", choices=("text", "md", "json", "html"), help="output format (default text)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    from wasteaudit.report.deliver import add_arguments
+
+    add_arguments(parser)  # --post-to URL and its options
     parser.set_defaults(handler=run)
     return parser
 
@@ -62,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wasteaudit: {exc}", file=sys.stderr)
         return 1
 
+    post_to = getattr(args, "post_to", None)
+    if post_to and args.output is None:
+        from wasteaudit.report.deliver import deliver
+
+        return deliver(args, report)  # posting replaces printing; add -o FILE to also keep the report
     if args.output is None and args.format == "text" and sys.stdout.isatty():
         from rich.console import Console
 
@@ -80,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"wasteaudit: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.format} report for {report['period']['label']} to {os.path.abspath(args.output)}", file=sys.stderr)
+    if post_to:
+        from wasteaudit.report.deliver import deliver
+
+        return deliver(args, report)
     return 0
 
 

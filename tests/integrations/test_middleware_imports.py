@@ -8,8 +8,8 @@ import sys
 
 def test_middleware_modules_import_no_framework_or_storage() -> None:
     code = (
-        "import sys; import wasteaudit.integrations.asgi, wasteaudit.integrations.wsgi, wasteaudit.integrations.feedback; "
-        "heavy = [m for m in ('starlette', 'fastapi', 'flask', 'werkzeug', 'sqlalchemy', 'torch') if m in sys.modules]; "
+        "import sys; import wasteaudit.integrations.asgi, wasteaudit.integrations.wsgi, wasteaudit.integrations.feedback, wasteaudit.integrations.django; "
+        "heavy = [m for m in ('starlette', 'fastapi', 'flask', 'werkzeug', 'django', 'asgiref', 'sqlalchemy', 'torch') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -23,6 +23,8 @@ STATUS_TAG = "http.response.status_code"
 NO_ROUTE = "(no route)"
 #: Key under which the run id is put into the ASGI scope / WSGI environ, for code outside the run's context.
 RUN_ID_KEY = "wasteaudit.run_id"
+#: Where a framework adapter that knows the route (Django's) puts its template for the default namers.
+ROUTE_KEY = "wasteaudit.route"
 
 
 def clean_tags(tags: Mapping[str, str] | None) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any, Awaitable, Callable, Mapping, MutableMapping
 
 from wasteaudit._internal import clock
 from wasteaudit._internal.runs import RunState, _current
-from wasteaudit.integrations._request import NO_ROUTE, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run
+from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run
 
 __all__ = ("WasteAuditMiddleware", "route_template", "NO_ROUTE", "RUN_ID_KEY")
 
@@ -71,7 +71,7 @@ class _Exchange:
         namer = self.middleware.run_name
         if namer is not None:
             return namer(self.scope)
-        return route_template(self.scope, self.root_path)
+        return route_template(self.scope, self.root_path) or self.scope.get(ROUTE_KEY)
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -82,7 +82,9 @@ class _Exchange:
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), (header, self.run.id.encode("ascii"))]
         elif kind == "http.response.body" and not message.get("more_body", False) and self.ended_at is None:
-            self.ended_at = clock.now()
+            run = self.run
+            if run is not None and (run.materialized or self.middleware.record_all):  # else nothing will be recorded
+                self.ended_at = clock.now()
         await self.downstream(message)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from wasteaudit._internal import clock
 from wasteaudit._internal.runs import RunState, _current, resolve_name
-from wasteaudit.integrations._request import NO_ROUTE, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run
+from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run
 
 __all__ = ("WasteAuditWSGIMiddleware", "werkzeug_rule", "NO_ROUTE", "RUN_ID_KEY")
 
@@ -57,7 +57,7 @@ class _Exchange:
         namer = self.middleware.run_name
         if namer is not None:
             return namer(self.environ)
-        return werkzeug_rule(self.environ)
+        return werkzeug_rule(self.environ) or self.environ.get(ROUTE_KEY)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         self.status = status
@@ -181,8 +181,7 @@ class WasteAuditWSGIMiddleware:
             raise
         _current.reset(token)  # type: ignore[arg-type]
         if type(body) is list or type(body) is tuple:
-            # Already built: no more LLM calls can happen for it; end now and skip the wrapper.
-            exchange.ended_at = clock.now()
+            # Already built: no more LLM calls can happen for it; end now (ended_at: now) and skip the wrapper.
             exchange.finish()
             return body
         return _Body(exchange, body)

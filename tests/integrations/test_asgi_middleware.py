@@ -299,3 +299,15 @@ def test_websocket_and_lifespan_pass_through(records) -> None:
             assert socket.receive_text() == "None"
     assert started == [True]
     assert records.runs == []
+
+
+def test_run_span_is_named_by_route_and_parents_the_call_span(app, llm_server, records, spans) -> None:
+    llm_server.enqueue(Reply(json=ob.chat_completion("Hi")))
+    with TestClient(app) as http:
+        http.get("/users/3/greeting")
+    by_name = {s.name: s for s in spans.spans}
+    run_span = by_name["audit /users/{user_id}/greeting"]
+    (call_span,) = [s for s in spans.spans if s is not run_span]
+    assert call_span.parent is not None and call_span.parent.span_id == run_span.context.span_id
+    assert run_span.attributes["wasteaudit.run.name"] == "/users/{user_id}/greeting"
+    assert '"http.response.status_code": "200"' in run_span.attributes["wasteaudit.run.tags"]

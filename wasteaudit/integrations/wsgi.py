@@ -18,6 +18,7 @@ A request that makes no LLM call and no score records nothing (see ``record_all_
 
 from __future__ import annotations
 
+from contextvars import Context, copy_context
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from wasteaudit._internal import clock
@@ -95,51 +96,43 @@ class _Exchange:
 
 
 class _Body:
-    """The response body, iterated inside the request's run; ends the run at exhaustion or close()."""
+    """The response body, iterated inside the request's run; ends the run at exhaustion or close().
 
-    __slots__ = ("exchange", "body", "iterator")
+    Each step runs in a copy of the request's context taken while its run was current
+    (``Context.run``: one C call per chunk instead of a contextvar set and reset).
+    """
 
-    def __init__(self, exchange: _Exchange, body: Iterable[bytes]) -> None:
+    __slots__ = ("exchange", "body", "iterator", "context")
+
+    def __init__(self, exchange: _Exchange, body: Iterable[bytes], context: Context) -> None:
         self.exchange = exchange
         self.body = body
-        self.iterator: Iterator[bytes] | None = None
+        self.context = context
+        self.iterator: Iterator[bytes] = context.run(iter, body)
 
     def __iter__(self) -> "_Body":
         return self
 
     def __next__(self) -> bytes:
-        exchange = self.exchange
-        if self.iterator is None:
-            self.iterator = iter(self.body)
-        token = _current.set(exchange.run)
         try:
-            return next(self.iterator)
+            return self.context.run(next, self.iterator)
         except StopIteration:
+            exchange = self.exchange
             if exchange.ended_at is None:
                 exchange.ended_at = clock.now()
             exchange.finish()  # exhausted: the run is over (close() will find it finished)
             raise
         except BaseException as exc:
-            _current.reset(token)
-            token = None
-            exchange.finish(exc)
+            self.exchange.finish(exc)
             raise
-        finally:
-            if token is not None:
-                _current.reset(token)
 
     def close(self) -> None:
-        exchange = self.exchange
         try:
             close = getattr(self.body, "close", None)
             if close is not None:
-                token = _current.set(exchange.run)
-                try:
-                    close()
-                finally:
-                    _current.reset(token)
+                self.context.run(close)
         finally:
-            exchange.finish()
+            self.exchange.finish()
 
 
 class WasteAuditWSGIMiddleware:
@@ -175,13 +168,15 @@ class WasteAuditWSGIMiddleware:
         environ[RUN_ID_KEY] = run.id
         try:
             body = self.app(environ, exchange.start_response)
+            if type(body) is list or type(body) is tuple:
+                # Already built: no more LLM calls can happen for it; end now (ended_at: now), no wrapper.
+                _current.reset(token)  # type: ignore[arg-type]
+                exchange.finish()
+                return body
+            wrapped = _Body(exchange, body, copy_context())
         except BaseException as exc:
             _current.reset(token)  # type: ignore[arg-type]
             exchange.finish(exc)
             raise
         _current.reset(token)  # type: ignore[arg-type]
-        if type(body) is list or type(body) is tuple:
-            # Already built: no more LLM calls can happen for it; end now (ended_at: now) and skip the wrapper.
-            exchange.finish()
-            return body
-        return _Body(exchange, body)
+        return wrapped

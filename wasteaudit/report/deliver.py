@@ -241,7 +241,10 @@ def post(
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DeliveryError(f"--post-to needs an http(s) URL; got {parts.scheme or 'no scheme'}://…")
     where = redact_url(url)
-    data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    try:
+        data = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise DeliveryError(f"the report summary is not valid JSON: {exc}") from None
     reason = "no attempt made"
     for attempt in range(retries + 1):
         wait: float | None = None

@@ -131,10 +131,12 @@ class WasteAuditMiddleware:
         except BaseException as exc:
             _reset(token, run)
             close_run(run, method=scope.get("method", ""), status=exchange.status or 500, exc=exc, ended_at=exchange.ended_at, record_all=self.record_all)
+            run.namer = None  # break the run <-> exchange cycle: freed by refcounting, not the cyclic GC
             raise
         _reset(token, run)
         if run.materialized or self.record_all:
             close_run(run, method=scope.get("method", ""), status=exchange.status, exc=None, ended_at=exchange.ended_at, record_all=self.record_all)
+        run.namer = None  # break the run <-> exchange cycle: freed by refcounting, not the cyclic GC
 
 
 def _reset(token: Any, run: RunState) -> None:

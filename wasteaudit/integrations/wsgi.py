@@ -93,6 +93,7 @@ class _Exchange:
                 ended_at=self.ended_at,
                 record_all=self.middleware.record_all,
             )
+        run.namer = None  # break the run <-> exchange cycle: freed by refcounting, not the cyclic GC
 
 
 class _Body:

@@ -21,6 +21,8 @@ import pytest
 from wasteaudit import config
 from wasteaudit._internal import pipeline
 
+pytestmark = pytest.mark.slow  # each example starts a Python process with the SDKs (still run in CI)
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 

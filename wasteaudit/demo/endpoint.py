@@ -6,6 +6,12 @@ traffic has: padded answers with filler and restating summaries, refusals, JSON 
 ``max_tokens`` or malformed on a first attempt, overloaded (529) and rate-limited (429) attempts,
 tool calls, n-way sampling and streams. Token counts are ~4 characters per token, reported as
 provider usage.
+
+Requests without a scenario tag (the programs in ``examples/``) get the same patterns chosen from
+the request itself: ``tools`` get a tool call and then an answer from the tool's result,
+``response_format`` JSON gets a ticket extraction, a support question gets a support answer, and
+anything else a four-paragraph answer. :func:`start_demo_endpoint` starts one in-process and
+points the SDKs at it; ``python -m wasteaudit.demo.endpoint`` serves one until interrupted.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import threading
 from collections import Counter
 from typing import Any
 
-from wasteaudit.localllm import RecordedRequest, Reply
+from wasteaudit.localllm import LocalLLMServer, RecordedRequest, Reply
 from wasteaudit.localllm import anthropic_bodies as ab
 from wasteaudit.localllm import openai_bodies as ob
 
@@ -36,6 +43,23 @@ REFUSAL = "I'm sorry, but I can't help with that request."
 TICKETS_FIELDS = ("name", "email", "product", "issue")
 
 ORDER_STATUS = {"A1001": "shipped on Monday and arrives Thursday", "B2002": "waiting for the warehouse", "C3003": "delivered yesterday"}
+
+
+_TITLE_TEMPLATES = ("{topic}: what changed", "Inside the numbers", "Three lessons from our queue", "A week at the help desk")
+
+
+def _order_id(text: str) -> str:
+    """The order code a question mentions (A1001 when it names none the shop knows)."""
+    return next((code for code in ORDER_STATUS if code in text), "A1001")
+
+
+def _first_required(schema: Any) -> str:
+    """The first required argument of a tool's JSON schema: where the order id goes."""
+    if isinstance(schema, dict):
+        required = schema.get("required") or list((schema.get("properties") or {}).keys())
+        if required:
+            return str(required[0])
+    return "order_id"
 
 
 def tokens(text: str) -> int:
@@ -77,14 +101,18 @@ class DemoEndpoint:
         key = json.dumps(body, sort_keys=True)
         attempt = self.attempt(key)
         model = body.get("model") or "gpt-4o-mini"
-        if "[demo:extract]" in system:
+        tagged = "[demo:" in system
+        if "[demo:extract]" in system or (not tagged and (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")):
             return self._extract(body, user, prompt_tokens, attempt, model)
         if "[demo:titles]" in system:
             n = int(body.get("n") or 1)
-            options = [f"Title idea {i + 1}: {user[:40].strip()} explained" for i in range(n)]
+            options = [template.format(topic=user[:40].strip()) for template in _TITLE_TEMPLATES[:n]]
             completion = sum(tokens(o) for o in options)
             return Reply(json=ob.chat_completion(options, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion))
-        text = self._support_text(user) if "[demo:support]" in system else self._rag_text(user)
+        if not tagged and body.get("tools"):
+            return self._openai_tools(body, messages, prompt_tokens, model)
+        support = "[demo:support]" in system or (not tagged and any(key in user.lower() for key in SUPPORT_ANSWERS))
+        text = self._support_text(user) if support else self._rag_text(user)
         if attempt == 0 and _digest(user) % 11 == 0:
             return ob.error_reply(429, "Rate limit reached for requests", retry_after_ms=1)
         if body.get("stream"):
@@ -95,6 +123,20 @@ class DemoEndpoint:
             return Reply(sse=ob.chat_chunks(deltas, model=model, include_usage=include, usage=usage))
         usage = ob.chat_usage(prompt_tokens, tokens(text), cached_tokens=(prompt_tokens // 2 // 64) * 64)
         return Reply(json=ob.chat_completion(text, model=model, usage=usage))
+
+    def _openai_tools(self, body: dict[str, Any], messages: list[dict[str, Any]], prompt_tokens: int, model: str) -> Reply:
+        """An agent turn: call the first tool with the order id from the question, then answer from its result."""
+        results = [str(m.get("content")) for m in messages if m.get("role") == "tool"]
+        question = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
+        if not results:
+            function = (body["tools"][0] or {}).get("function") or {}
+            name = str(function.get("name") or "lookup")
+            argument = _first_required(function.get("parameters"))
+            call = ob.tool_call(name, {argument: _order_id(question)}, call_id=f"call_{_digest(question) % 100000}")
+            usage = ob.chat_usage(prompt_tokens, 24)
+            return Reply(json=ob.chat_completion(None, model=model, finish_reason="tool_calls", tool_calls=[call], usage=usage))
+        text = f"Order {_order_id(question)}: {results[-1]}. {FILLER}"
+        return Reply(json=ob.chat_completion(text, model=model, usage=ob.chat_usage(prompt_tokens, tokens(text))))
 
     def _support_text(self, question: str) -> str:
         low = question.lower()
@@ -155,9 +197,11 @@ class DemoEndpoint:
             return ab.reply_overloaded(retry_after_ms=1)
         content = last.get("content")
         has_tool_result = isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
-        order = next((code for code in ORDER_STATUS if code in question), "A1001")
+        order = _order_id(question)
         if not has_tool_result and body.get("tools"):
-            blocks = [ab.text_block("Let me look that up."), ab.tool_use_block("get_order_status", {"order_id": order})]
+            tool = body["tools"][0] or {}
+            call = {_first_required(tool.get("input_schema")): order}
+            blocks = [ab.text_block("Let me look that up."), ab.tool_use_block(str(tool.get("name") or "get_order_status"), call)]
             msg = ab.message(blocks, model=model, stop_reason="tool_use", usage=ab.usage(input_tokens, 28, cache_read=cache_read))
         else:
             text = (
@@ -173,3 +217,44 @@ class DemoEndpoint:
         if body.get("stream"):
             return ab.reply_stream(msg)
         return ab.reply_message(msg)
+
+
+def start_demo_endpoint(*, set_environment: bool = True) -> LocalLLMServer:
+    """Start the demo endpoint on 127.0.0.1 (a free port) in a background thread.
+
+    With ``set_environment`` the ``openai`` and ``anthropic`` SDKs of this process are pointed at
+    it through ``OPENAI_BASE_URL``/``ANTHROPIC_BASE_URL``, with placeholder API keys: clients
+    built afterwards need no arguments. Call ``stop()`` on the result when done.
+    """
+    server = LocalLLMServer(handler=DemoEndpoint()).start()
+    if set_environment:
+        os.environ["OPENAI_BASE_URL"] = server.openai_base_url
+        os.environ["ANTHROPIC_BASE_URL"] = server.anthropic_base_url
+        os.environ["OPENAI_API_KEY"] = "sk-demo-local-endpoint"
+        os.environ["ANTHROPIC_API_KEY"] = "sk-ant-demo-local-endpoint"
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the demo endpoint until interrupted (``python -m wasteaudit.demo.endpoint --port 8765``)."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m wasteaudit.demo.endpoint", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port)")
+    args = parser.parse_args(argv)
+    server = LocalLLMServer(handler=DemoEndpoint(), port=args.port).start()
+    print(f"export OPENAI_BASE_URL={server.openai_base_url} OPENAI_API_KEY=sk-demo-local-endpoint")
+    print(f"export ANTHROPIC_BASE_URL={server.anthropic_base_url} ANTHROPIC_API_KEY=sk-ant-demo-local-endpoint", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -651,6 +651,8 @@ class _StreamWatch:
                 piece = delta.get(_DELTA_FIELDS.get(delta.get("type"), ""))
                 if type(piece) is str:
                     index = data.get("index")
+                    if type(index) is not int:
+                        index = repr(index)  # a malformed index (a list, say) must not break the dict
                     parts = self.parts.get(index)
                     if parts is None:
                         parts = self.parts[index] = []
@@ -660,6 +662,8 @@ class _StreamWatch:
                 self.call.tracker.first_chunk()
         elif kind == "content_block_start":
             index = getattr(item, "index", None)
+            if type(index) is not int:
+                index = repr(index)
             block = getattr(item, "content_block", None)
             bkind = getattr(block, "type", None)
             self.blocks[index] = (bkind, block)

@@ -11,12 +11,15 @@ import contextlib
 from typing import Any, Iterator
 
 import anthropic
-import httpx2
 import pytest
 
 from wasteaudit.instrumentation import instrument_anthropic
 from wasteaudit.localllm import LocalLLMServer, Reply
 from wasteaudit.localllm import anthropic_bodies as ab
+
+# The HTTP package the installed SDK is built on: httpx2 today, httpx in older releases (the
+# oldest-SDK CI job runs these tests too).
+httpx2 = getattr(anthropic._base_client, "httpx2", None) or anthropic._base_client.httpx  # type: ignore[attr-defined]
 
 __all__ = ["llm_server", "_anthropic_llm_server"]
 

@@ -343,3 +343,16 @@ def test_a_malformed_block_index_does_not_cost_the_stream_its_content(env: Env) 
     seen, row, _ = run_both(env, Reply(sse=events), instrument_anthropic, drive)
     assert seen[2] is None and row["stream_state"] == "completed"
     assert row["choices"][0]["text"] == "The answer is 4." and row["output_tokens"] == 50
+
+
+def test_a_block_type_that_is_not_a_string_is_skipped_not_an_internal_error(env: Env) -> None:
+    """``{"type": []}`` in a Message's content once raised TypeError (unhashable) in our reader."""
+    message = {**MESSAGE, "content": [{"type": [], "thinking": "x"}, {"type": {"a": 1}}, *MESSAGE["content"][1:]]}
+    seen, row, _ = run_both(
+        env,
+        json_reply(json.dumps(message).encode()),
+        instrument_anthropic,
+        lambda: observe(lambda: anthropic_client(env.server).messages.create(model=ANTHROPIC_MODEL, max_tokens=256, messages=MESSAGES)),
+    )
+    assert seen[0] == "ok"
+    assert row["choices"][0]["text"] == "The answer is 4." and row["choices"][0]["tool_calls"][0]["name"] == "calculator"

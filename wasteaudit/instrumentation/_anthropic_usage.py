@@ -194,7 +194,7 @@ def apply_message(record: CallRecord, message: Any) -> bool:
                         if texts is None:
                             texts = [text]
                         texts.append(piece)
-            elif kind in TOOL_BLOCKS:
+            elif type(kind) is str and kind in TOOL_BLOCKS:  # a list or dict here must not raise
                 calls.append(tool_call(part, kind))
             elif kind == "thinking":
                 piece = part.get("thinking")

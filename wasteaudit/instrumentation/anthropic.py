@@ -648,7 +648,8 @@ class _StreamWatch:
         if kind == "content_block_delta":
             delta = getattr(data.get("delta"), "__dict__", None)
             if type(delta) is dict:
-                piece = delta.get(_DELTA_FIELDS.get(delta.get("type"), ""))
+                dkind = delta.get("type")
+                piece = delta.get(_DELTA_FIELDS.get(dkind, "")) if type(dkind) is str else None
                 if type(piece) is str:
                     index = data.get("index")
                     if type(index) is not int:
@@ -744,7 +745,7 @@ class _StreamWatch:
                 texts.extend(parts)
             elif bkind == "thinking":
                 thinking.extend(parts)
-            elif bkind in TOOL_BLOCKS:
+            elif type(bkind) is str and bkind in TOOL_BLOCKS:
                 arguments = "".join(parts)
                 if not arguments:
                     start_input = getattr(block, "input", None)

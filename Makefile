@@ -33,7 +33,7 @@ $(OLDEST_STAMP): pyproject.toml constraints.txt Makefile
 	touch $(OLDEST_STAMP)
 
 test-oldest-sdks: $(OLDEST_STAMP)
-	HF_HUB_OFFLINE=1 $(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider tests/instrumentation tests/test_audit.py $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(OLDEST_VENV)/bin/python -m pytest -p no:cacheprovider tests/instrumentation tests/test_audit.py tests/reliability/test_fuzz_sdk.py $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

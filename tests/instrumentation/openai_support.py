@@ -12,13 +12,16 @@ import contextlib
 import gc
 from typing import Any, Callable, Iterator
 
-import httpx2
 import openai
 import pytest
 
 from wasteaudit import config
 from wasteaudit.instrumentation import active_instrumentations, instrument_openai
 from wasteaudit.localllm import LocalLLMServer
+
+# The HTTP package the installed SDK is built on: httpx2 today, httpx in older releases (the
+# oldest-SDK CI job runs these tests too).
+httpx2 = getattr(openai._base_client, "httpx2", None) or openai._base_client.httpx  # type: ignore[attr-defined]
 
 __all__ = ["llm_server", "_shared_llm_server", "instrumented", "oai", "aoai", "bare", "outcome", "aoutcome", "dump", "set_settings", "collect", "only_call"]
 

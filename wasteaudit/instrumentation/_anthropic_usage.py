@@ -46,9 +46,13 @@ def fields(obj: Any) -> dict[str, Any]:
     return {**own, **extra} if extra else own
 
 
+# A count must fit the database's BIGINT and cannot be negative.
+_MAX_COUNT = 2**63 - 1
+
+
 def _count(value: Any) -> int | None:
-    """A token count, or ``None`` for anything that is not a plain int (bools, strings, floats)."""
-    return value if type(value) is int else None
+    """A token count, or ``None`` for anything that is not a plain int in range (bools, strings, floats, -1, 2**64)."""
+    return value if type(value) is int and 0 <= value <= _MAX_COUNT else None
 
 
 def _plain(obj: Any) -> dict[str, Any] | None:
@@ -78,7 +82,7 @@ def apply_usage(record: CallRecord, primary: Any, fallback: Any = None, *, outpu
             raw = source.get(name)
             if raw is None:
                 continue
-            if type(raw) is int:
+            if _count(raw) is not None:
                 return raw
             odd.append(name)
         return None
@@ -88,7 +92,11 @@ def apply_usage(record: CallRecord, primary: Any, fallback: Any = None, *, outpu
     cache_write = pick("cache_creation_input_tokens")
     record.input_cache_read_tokens = cache_read
     record.input_cache_write_tokens = cache_write
-    record.input_tokens = None if base is None else base + (cache_read or 0) + (cache_write or 0)
+    total = None if base is None else base + (cache_read or 0) + (cache_write or 0)
+    if total is not None and total > _MAX_COUNT:
+        odd.append("input_tokens")
+        total = None
+    record.input_tokens = total
 
     output = None
     reasoning = None
@@ -186,7 +194,7 @@ def apply_message(record: CallRecord, message: Any) -> bool:
                         if texts is None:
                             texts = [text]
                         texts.append(piece)
-            elif kind in TOOL_BLOCKS:
+            elif type(kind) is str and kind in TOOL_BLOCKS:  # a list or dict here must not raise
                 calls.append(tool_call(part, kind))
             elif kind == "thinking":
                 piece = part.get("thinking")

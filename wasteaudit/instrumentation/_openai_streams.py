@@ -268,7 +268,7 @@ class ResponsesStreamObserver:
                     self.pending_tools.pop(index if type(index) is int else None, None)
             elif item_kind == "reasoning":
                 self.output.add_item(item)
-        elif kind in _TERMINAL:
+        elif type(kind) is str and kind in _TERMINAL:
             self.final = getattr(event, "response", None)
         elif kind == "response.created":
             response = getattr(event, "response", None)

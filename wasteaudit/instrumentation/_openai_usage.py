@@ -30,9 +30,18 @@ def _as_dict(obj: Any) -> dict[str, Any] | None:
     return {**data, **extra} if extra else data
 
 
+# A count must fit the database's BIGINT and cannot be negative; anything else is dropped with a gap.
+_MAX_COUNT = 2**63 - 1
+
+
 def _int(record: CallRecord, value: Any, name: str) -> int | None:
-    if value is None or type(value) is int:
-        return value
+    if value is None:
+        return None
+    if type(value) is int:
+        if 0 <= value <= _MAX_COUNT:
+            return value
+        record.gaps.append(f"usage field {name} is out of range: {value!r:.40}")
+        return None
     record.gaps.append(f"usage field {name} is not an integer: {value!r:.40}")
     return None
 

@@ -648,9 +648,12 @@ class _StreamWatch:
         if kind == "content_block_delta":
             delta = getattr(data.get("delta"), "__dict__", None)
             if type(delta) is dict:
-                piece = delta.get(_DELTA_FIELDS.get(delta.get("type"), ""))
+                dkind = delta.get("type")
+                piece = delta.get(_DELTA_FIELDS.get(dkind, "")) if type(dkind) is str else None
                 if type(piece) is str:
                     index = data.get("index")
+                    if type(index) is not int:
+                        index = repr(index)  # a malformed index (a list, say) must not break the dict
                     parts = self.parts.get(index)
                     if parts is None:
                         parts = self.parts[index] = []
@@ -660,6 +663,8 @@ class _StreamWatch:
                 self.call.tracker.first_chunk()
         elif kind == "content_block_start":
             index = getattr(item, "index", None)
+            if type(index) is not int:
+                index = repr(index)
             block = getattr(item, "content_block", None)
             bkind = getattr(block, "type", None)
             self.blocks[index] = (bkind, block)
@@ -740,7 +745,7 @@ class _StreamWatch:
                 texts.extend(parts)
             elif bkind == "thinking":
                 thinking.extend(parts)
-            elif bkind in TOOL_BLOCKS:
+            elif type(bkind) is str and bkind in TOOL_BLOCKS:
                 arguments = "".join(parts)
                 if not arguments:
                     start_input = getattr(block, "input", None)

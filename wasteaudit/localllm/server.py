@@ -23,15 +23,16 @@ class Reply:
     """One scripted HTTP response.
 
     Exactly one of ``json``, ``body`` or ``sse`` is the payload. ``sse`` items are raw
-    event texts (``"data: {...}"`` or ``"event: x\\ndata: {...}"``); each is sent as its own
-    chunk followed by a blank line. ``cut_after`` drops the connection after that many
-    events without finishing the chunked body, as a network failure mid-stream does.
+    event texts (``"data: {...}"`` or ``"event: x\\ndata: {...}"``), or bytes sent as they are
+    (invalid UTF-8 included); each is sent as its own chunk followed by a blank line.
+    ``cut_after`` drops the connection after that many events without finishing the chunked
+    body, as a network failure mid-stream does.
     """
 
     status: int = 200
     json: Any = None
     body: bytes | str | None = None
-    sse: list[str] | None = None
+    sse: list[str | bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     event_delay_s: float = 0.0
@@ -138,7 +139,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                data = (event.rstrip("\n") + "\n\n").encode()
+                data = event.rstrip(b"\n") + b"\n\n" if isinstance(event, bytes) else (event.rstrip("\n") + "\n\n").encode()
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
                 if reply.event_delay_s:

@@ -9,7 +9,7 @@ Transports: ``inproc`` (httpx2.MockTransport, no server noise) and ``loopback`` 
 127.0.0.1). Configurations are switched by snapshotting and restoring the SDK classes, because
 some peers (Langfuse's drop-in) patch at import time and cannot be undone.
 
-Run: ``python bench/bench_capture.py [--rounds 15] [--calls 200] [--transport inproc|loopback|both]``.
+Run: ``python bench/bench_capture.py [--rounds 15] [--calls 200] [--block 10] [--transport inproc|loopback|both]``.
 Peers are measured when installed (``pip install langfuse openinference-instrumentation-openai``).
 """
 
@@ -40,6 +40,7 @@ from wasteaudit.localllm import openai_bodies as ob  # noqa: E402
 
 OPENAI_MODULES = [
     "openai._base_client",
+    "openai._client",  # OpenInference wraps OpenAI.request here
     "openai._streaming",
     "openai._legacy_response",
     "openai._response",
@@ -264,32 +265,47 @@ def build_anthropic_configs(classes: list[type], provider: Any) -> list[Config]:
 
 
 # --------------------------------------------------------------------------------------------- measurement
-def measure(make_client: Callable[[Config], Any], configs: list[Config], call: Callable[[Any], None], rounds: int, calls: int) -> dict[str, dict[str, list[float]]]:
+def measure(
+    make_client: Callable[[Config], Any], configs: list[Config], call: Callable[[Any], None], rounds: int, calls: int, block: int = 10
+) -> dict[str, dict[str, list[float]]]:
     """Per configuration, per round: CPU µs per call on this thread and for the whole process.
 
-    Every round runs every configuration (rotating the order), so a noisy moment of the shared
-    machine hits all of them; figures are later compared round by round.
+    Within a round the configurations take turns in blocks of ``block`` calls (rotating the
+    order), so a noisy moment of the shared machine hits all of them alike; the patches are
+    swapped between blocks, outside the timed region. Figures are compared round by round.
     """
     thread: dict[str, list[float]] = {c.name: [] for c in configs}
     process: dict[str, list[float]] = {c.name: [] for c in configs}
+    block = max(1, min(block, calls))
     for round_no in range(rounds):
-        order = configs[round_no % len(configs) :] + configs[: round_no % len(configs)]
-        for config in order:
+        clients: dict[str, Any] = {}
+        runs: dict[str, Callable[[Any], None]] = {}
+        for config in configs:
             restore(config.snap)
-            client = make_client(config)
-            run = (lambda c, around=config.around: around(call, c)) if config.around is not None else call
+            clients[config.name] = client = make_client(config)
+            run = runs[config.name] = (lambda c, around=config.around: around(call, c)) if config.around is not None else call
             for _ in range(5):
                 run(client)
-            gc.collect()
-            gc.disable()
-            t0, p0 = time.thread_time_ns(), time.process_time_ns()
-            for _ in range(calls):
-                run(client)
-            t1, p1 = time.thread_time_ns(), time.process_time_ns()
-            gc.enable()
-            thread[config.name].append((t1 - t0) / calls / 1000)
-            process[config.name].append((p1 - p0) / calls / 1000)
-            client.close()
+        spent = {c.name: [0, 0] for c in configs}
+        gc.collect()
+        for block_no in range(calls // block):
+            shift = (round_no + block_no) % len(configs)
+            for config in configs[shift:] + configs[:shift]:
+                restore(config.snap)
+                client, run = clients[config.name], runs[config.name]
+                gc.disable()
+                t0, p0 = time.thread_time_ns(), time.process_time_ns()
+                for _ in range(block):
+                    run(client)
+                t1, p1 = time.thread_time_ns(), time.process_time_ns()
+                gc.enable()
+                spent[config.name][0] += t1 - t0
+                spent[config.name][1] += p1 - p0
+        done = (calls // block) * block
+        for config in configs:
+            thread[config.name].append(spent[config.name][0] / done / 1000)
+            process[config.name].append(spent[config.name][1] / done / 1000)
+            clients[config.name].close()
     return {name: {"thread_us": thread[name], "process_us": process[name]} for name in thread}
 
 
@@ -368,6 +384,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--block", type=int, default=10, help="calls per configuration turn within a round")
     parser.add_argument("--transport", choices=["inproc", "loopback", "both"], default="both")
     parser.add_argument("--only", choices=["openai", "anthropic", "all"], default="all")
     parser.add_argument("--json", help="write the figures to this file")
@@ -409,7 +426,7 @@ def main() -> None:
                         return openai.OpenAI(base_url=server.openai_base_url, api_key="sk-bench", max_retries=0)
                     return openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)))
 
-                per_transport[title] = detail(f"[{transport}] {title}", measure(make_openai, openai_configs, call, args.rounds, args.calls), BARE)
+                per_transport[title] = detail(f"[{transport}] {title}", measure(make_openai, openai_configs, call, args.rounds, args.calls, args.block), BARE)
             restore(bare_openai)
         if args.only in ("anthropic", "all"):
             for title, (canned, call) in anthropic_workloads().items():
@@ -422,7 +439,7 @@ def main() -> None:
                         base_url="http://127.0.0.1:9", api_key="sk-ant-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)), **config.client_kwargs
                     )
 
-                results = measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls)
+                results = measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls, args.block)
                 result = detail(f"[{transport}] {title}", results, A_BARE)
                 for name in (A_ENRICH, A_OWN):
                     result[name].update(_ratio(results, name))

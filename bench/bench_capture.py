@@ -74,7 +74,8 @@ def _classes(modules: list[str]) -> list[type]:
         except ImportError:
             continue
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if obj.__module__ == module.__name__:
+            # the SDKs rename the module of their public classes (openai.OpenAI says "openai")
+            if obj.__module__ == module.__name__ or (obj.__module__ in ("openai", "anthropic") and obj not in found):
                 found.append(obj)
     return found
 
@@ -239,6 +240,12 @@ def build_openai_configs(classes: list[type], provider: Any) -> list[Config]:
         os.environ.setdefault("LANGFUSE_SECRET_KEY", "sk-lf-bench")
         os.environ.setdefault("LANGFUSE_HOST", "http://127.0.0.1:9")
         os.environ.setdefault("LANGFUSE_BASE_URL", "http://127.0.0.1:9")
+        from langfuse import Langfuse
+        from opentelemetry.sdk.trace import TracerProvider
+
+        # Its own (non-exporting) provider: on the global one its span processor would run for
+        # every span of every configuration in this process, ours and the hand-written one too.
+        Langfuse(tracer_provider=TracerProvider())
         import langfuse.openai  # noqa: F401  (patches at import)
 
         configs.append(Config(OPENAI_PEERS[1], snapshot(classes)))

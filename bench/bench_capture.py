@@ -9,7 +9,7 @@ Transports: ``inproc`` (httpx2.MockTransport, no server noise) and ``loopback`` 
 127.0.0.1). Configurations are switched by snapshotting and restoring the SDK classes, because
 some peers (Langfuse's drop-in) patch at import time and cannot be undone.
 
-Run: ``python bench/bench_capture.py [--rounds 15] [--calls 200] [--transport inproc|loopback|both]``.
+Run: ``python bench/bench_capture.py [--rounds 15] [--calls 200] [--block 10] [--transport inproc|loopback|both]``.
 Peers are measured when installed (``pip install langfuse openinference-instrumentation-openai``).
 """
 
@@ -40,6 +40,7 @@ from wasteaudit.localllm import openai_bodies as ob  # noqa: E402
 
 OPENAI_MODULES = [
     "openai._base_client",
+    "openai._client",  # OpenInference wraps OpenAI.request here
     "openai._streaming",
     "openai._legacy_response",
     "openai._response",
@@ -73,7 +74,8 @@ def _classes(modules: list[str]) -> list[type]:
         except ImportError:
             continue
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if obj.__module__ == module.__name__:
+            # the SDKs rename the module of their public classes (openai.OpenAI says "openai")
+            if obj.__module__ == module.__name__ or (obj.__module__ in ("openai", "anthropic") and obj not in found):
                 found.append(obj)
     return found
 
@@ -167,8 +169,21 @@ class Config:
     name: str
     snap: dict[type, dict[str, Any]]
     client_kwargs: dict[str, Any] = field(default_factory=dict)
-    enter: Callable[[], None] | None = None
-    exit: Callable[[], None] | None = None
+    # runs the workload's call (a reference configuration that wraps the call instead of patching)
+    around: Callable[[Callable[[Any], None], Any], None] | None = None
+
+
+BARE = "bare SDK"
+OURS = "wasteaudit"
+HAND = "one hand-written span"
+A_BARE = "bare SDK (tracing off)"
+A_SDK = "SDK built-in tracing"
+A_ENRICH = "wasteaudit + SDK tracing (enriched span)"
+A_OWN = "wasteaudit (SDK tracing off, own span)"
+OPENAI_PEERS = ("OpenInference", "Langfuse drop-in")
+# workload -> added-CPU target in µs (OpenAI); Anthropic's target is a ratio to the SDK's own tracing
+TARGET_US = {"openai chat": 100.0, "openai chat stream (~20 chunks)": 250.0, "openai responses": 100.0}
+ANTHROPIC_TARGET_RATIO = 1.10
 
 
 def _tracer_provider() -> Any:
@@ -186,22 +201,37 @@ def _tracer_provider() -> Any:
     return provider
 
 
+def _hand_span(provider: Any) -> Callable[[Callable[[Any], None], Any], None]:
+    """What an app would write by hand: one CLIENT span around the call, five GenAI attributes."""
+    from opentelemetry.trace import SpanKind
+
+    tracer = provider.get_tracer("bench.hand")
+    start = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini"}
+
+    def around(call: Callable[[Any], None], client: Any) -> None:
+        with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes=start) as span:
+            call(client)
+            span.set_attributes({"gen_ai.usage.input_tokens": 60, "gen_ai.usage.output_tokens": 80})
+
+    return around
+
+
 def build_openai_configs(classes: list[type], provider: Any) -> list[Config]:
     import wasteaudit
 
     bare = snapshot(classes)
-    configs = [Config("bare SDK", bare)]
-    handle = wasteaudit.instrument_openai()
-    configs.append(Config("wasteaudit", snapshot(classes)))
-    handle.undo()
+    configs = [Config(BARE, bare), Config(HAND, bare, around=_hand_span(provider))]
+    # Not undone until the end: an undone handle leaves inert pass-through wrappers behind, which
+    # would measure nothing. Restoring the bare snapshot removes the wrappers from the classes.
+    wasteaudit.instrument_openai()
+    configs.append(Config(OURS, snapshot(classes)))
     restore(bare)
     try:
         from openinference.instrumentation.openai import OpenAIInstrumentor
 
         instrumentor = OpenAIInstrumentor()
         instrumentor.instrument(tracer_provider=provider)
-        configs.append(Config("OpenInference", snapshot(classes)))
-        instrumentor.uninstrument()
+        configs.append(Config(OPENAI_PEERS[0], snapshot(classes)))
         restore(bare)
     except ImportError:
         print("  (OpenInference not installed: skipped)")
@@ -210,9 +240,15 @@ def build_openai_configs(classes: list[type], provider: Any) -> list[Config]:
         os.environ.setdefault("LANGFUSE_SECRET_KEY", "sk-lf-bench")
         os.environ.setdefault("LANGFUSE_HOST", "http://127.0.0.1:9")
         os.environ.setdefault("LANGFUSE_BASE_URL", "http://127.0.0.1:9")
+        from langfuse import Langfuse
+        from opentelemetry.sdk.trace import TracerProvider
+
+        # Its own (non-exporting) provider: on the global one its span processor would run for
+        # every span of every configuration in this process, ours and the hand-written one too.
+        Langfuse(tracer_provider=TracerProvider())
         import langfuse.openai  # noqa: F401  (patches at import)
 
-        configs.append(Config("Langfuse drop-in", snapshot(classes)))
+        configs.append(Config(OPENAI_PEERS[1], snapshot(classes)))
         restore(bare)
     except ImportError:
         print("  (Langfuse not installed: skipped)")
@@ -224,59 +260,140 @@ def build_anthropic_configs(classes: list[type], provider: Any) -> list[Config]:
 
     bare = snapshot(classes)
     configs = [
-        Config("bare SDK (tracing off)", bare, {"open_telemetry": False}),
-        Config("SDK built-in tracing", bare, {"open_telemetry": {"tracer_provider": provider}}),
+        Config(A_BARE, bare, {"open_telemetry": False}),
+        Config(A_SDK, bare, {"open_telemetry": {"tracer_provider": provider}}),
     ]
-    handle = wasteaudit.instrument_anthropic()
+    wasteaudit.instrument_anthropic()
     snap = snapshot(classes)
-    handle.undo()
     restore(bare)
-    configs.append(Config("wasteaudit + SDK tracing (enriched span)", snap, {"open_telemetry": {"tracer_provider": provider}}))
-    configs.append(Config("wasteaudit (SDK tracing off, own span)", snap, {"open_telemetry": False}))
+    configs.append(Config(A_ENRICH, snap, {"open_telemetry": {"tracer_provider": provider}}))
+    configs.append(Config(A_OWN, snap, {"open_telemetry": False}))
     return configs
 
 
 # --------------------------------------------------------------------------------------------- measurement
-def measure(make_client: Callable[[Config], Any], configs: list[Config], call: Callable[[Any], None], rounds: int, calls: int) -> dict[str, dict[str, float]]:
+def measure(
+    make_client: Callable[[Config], Any], configs: list[Config], call: Callable[[Any], None], rounds: int, calls: int, block: int = 10
+) -> dict[str, dict[str, list[float]]]:
+    """Per configuration, per round: CPU µs per call on this thread and for the whole process.
+
+    Within a round the configurations take turns in blocks of ``block`` calls (rotating the
+    order), so a noisy moment of the shared machine hits all of them alike; the patches are
+    swapped between blocks, outside the timed region. Figures are compared round by round.
+    """
     thread: dict[str, list[float]] = {c.name: [] for c in configs}
     process: dict[str, list[float]] = {c.name: [] for c in configs}
+    block = max(1, min(block, calls))
     for round_no in range(rounds):
-        order = configs[round_no % len(configs) :] + configs[: round_no % len(configs)]
-        for config in order:
+        clients: dict[str, Any] = {}
+        runs: dict[str, Callable[[Any], None]] = {}
+        for config in configs:
             restore(config.snap)
-            client = make_client(config)
+            clients[config.name] = client = make_client(config)
+            run = runs[config.name] = (lambda c, around=config.around: around(call, c)) if config.around is not None else call
             for _ in range(5):
-                call(client)
-            gc.collect()
-            gc.disable()
-            t0, p0 = time.thread_time_ns(), time.process_time_ns()
-            for _ in range(calls):
-                call(client)
-            t1, p1 = time.thread_time_ns(), time.process_time_ns()
-            gc.enable()
-            thread[config.name].append((t1 - t0) / calls / 1000)
-            process[config.name].append((p1 - p0) / calls / 1000)
-            client.close()
-    return {name: {"thread_us": statistics.median(thread[name]), "process_us": statistics.median(process[name])} for name in thread}
+                run(client)
+        spent = {c.name: [0, 0] for c in configs}
+        gc.collect()
+        for block_no in range(calls // block):
+            shift = (round_no + block_no) % len(configs)
+            for config in configs[shift:] + configs[:shift]:
+                restore(config.snap)
+                client, run = clients[config.name], runs[config.name]
+                gc.disable()
+                t0, p0 = time.thread_time_ns(), time.process_time_ns()
+                for _ in range(block):
+                    run(client)
+                t1, p1 = time.thread_time_ns(), time.process_time_ns()
+                gc.enable()
+                spent[config.name][0] += t1 - t0
+                spent[config.name][1] += p1 - p0
+        done = (calls // block) * block
+        for config in configs:
+            thread[config.name].append(spent[config.name][0] / done / 1000)
+            process[config.name].append(spent[config.name][1] / done / 1000)
+            clients[config.name].close()
+    return {name: {"thread_us": thread[name], "process_us": process[name]} for name in thread}
 
 
-def report(title: str, results: dict[str, dict[str, float]], baseline: str) -> dict[str, Any]:
-    base = results[baseline]["thread_us"]
-    print(f"\n{title}")
-    print(f"  {'configuration':44s} {'CPU/call µs':>12s} {'added µs':>10s} {'ratio':>7s} {'process µs':>11s}")
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def added(results: dict[str, dict[str, list[float]]], name: str, baseline: str) -> dict[str, float]:
+    """Added CPU of ``name`` over ``baseline``, round by round: median and interquartile range."""
+    diffs = [a - b for a, b in zip(results[name]["thread_us"], results[baseline]["thread_us"])]
+    q1, median, q3 = _quartiles(diffs)
+    return {"added_us": median, "added_q1": q1, "added_q3": q3, "cpu_us": statistics.median(results[name]["thread_us"]), "process_us": statistics.median(results[name]["process_us"])}
+
+
+def detail(title: str, results: dict[str, dict[str, list[float]]], baseline: str) -> dict[str, Any]:
+    print(f"\n  {title}")
+    print(f"    {'configuration':44s} {'CPU/call µs':>11s} {'added µs (median, IQR)':>26s} {'process µs':>11s}")
     out = {}
-    for name, figures in results.items():
-        added = figures["thread_us"] - base
-        print(f"  {name:44s} {figures['thread_us']:12.1f} {added:10.1f} {figures['thread_us'] / base:7.2f} {figures['process_us']:11.1f}")
-        out[name] = {**figures, "added_us": added}
+    for name in results:
+        fig = added(results, name, baseline)
+        spread = f"{fig['added_us']:+7.1f} ({fig['added_q1']:+.0f}..{fig['added_q3']:+.0f})"
+        print(f"    {name:44s} {fig['cpu_us']:11.1f} {spread:>26s} {fig['process_us']:11.1f}")
+        out[name] = fig
     return out
+
+
+def _ratio(results: dict[str, dict[str, list[float]]], name: str) -> dict[str, float]:
+    """(config - bare) / (SDK tracing - bare), round by round."""
+    bare, sdk, ours = results[A_BARE]["thread_us"], results[A_SDK]["thread_us"], results[name]["thread_us"]
+    ratios = [(o - b) / (s - b) for o, s, b in zip(ours, sdk, bare) if s - b > 0]
+    if not ratios:
+        return {"ratio": float("nan"), "ratio_q1": float("nan"), "ratio_q3": float("nan")}
+    q1, median, q3 = _quartiles(ratios)
+    return {"ratio": median, "ratio_q1": q1, "ratio_q3": q3}
+
+
+def summary(transport: str, figures: dict[str, Any]) -> None:
+    """The one table to read: per workload, bare cost, our added cost, the target and the references."""
+    peers = [p for p in OPENAI_PEERS if any(p in f for f in figures.values())]
+    print(f"\n[{transport}] summary: added CPU per call on the calling thread (median of interleaved rounds, IQR in brackets)")
+    head = f"  {'workload':34s} {'bare µs':>8s} {'wasteaudit added µs':>22s} {'target':>9s} {'/target':>8s} {'hand span':>10s}"
+    print(head + "".join(f" {p:>17s}" for p in peers) + "  verdict")
+    for workload, target in TARGET_US.items():
+        fig = figures.get(workload)
+        if fig is None:
+            continue
+        ours = fig[OURS]
+        cells = [f" {fig[p]['added_us']:+17.0f}" if p in fig else f" {'-':>17s}" for p in peers]
+        lightest = min((fig[p]["added_us"] for p in peers if p in fig), default=None)
+        ok = ours["added_us"] <= target and (lightest is None or ours["added_us"] < lightest)
+        spread = f"{ours['added_us']:+.0f} ({ours['added_q1']:+.0f}..{ours['added_q3']:+.0f})"
+        print(
+            f"  {workload:34s} {fig[BARE]['cpu_us']:8.0f} {spread:>22s} {'<=' + format(target, '.0f'):>9s} {ours['added_us'] / target:8.2f} {fig[HAND]['added_us']:+10.0f}"
+            + "".join(cells)
+            + ("  ok" if ok else "  MISSED")
+        )
+    for workload, short in (("anthropic messages", "anthropic messages"), ("anthropic messages stream", "anthropic stream")):
+        fig = figures.get(workload)
+        if fig is None:
+            continue
+        sdk = fig[A_SDK]["added_us"]
+        for name, label in ((A_ENRICH, "enriched span"), (A_OWN, "own span")):
+            r = fig[name]
+            spread = f"{r['added_us']:+.0f} ({r['added_q1']:+.0f}..{r['added_q3']:+.0f})"
+            verdict = "ok" if r["ratio"] <= ANTHROPIC_TARGET_RATIO else "MISSED"
+            print(
+                f"  {short + ' (' + label + ')':34s} {fig[A_BARE]['cpu_us']:8.0f} {spread:>22s} {'<=1.10x':>9s} {r['ratio']:7.2f}x"
+                f"  SDK tracing alone {sdk:+.0f} µs; ratio IQR {r['ratio_q1']:.2f}..{r['ratio_q3']:.2f}  {verdict}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--block", type=int, default=10, help="calls per configuration turn within a round")
     parser.add_argument("--transport", choices=["inproc", "loopback", "both"], default="both")
+    parser.add_argument("--only", choices=["openai", "anthropic", "all"], default="all")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
@@ -299,43 +416,52 @@ def main() -> None:
     anthropic_configs = build_anthropic_configs(anthropic_classes, provider)
     bare_openai = openai_configs[0].snap
     bare_anthropic = anthropic_configs[0].snap
-    print(f"openai {openai.__version__}, anthropic {anthropic.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    print(f"rounds={args.rounds} calls/round={args.calls}; CPU time on the calling thread, median over rounds")
+    print(f"openai {openai.__version__}, anthropic {anthropic.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(f"rounds={args.rounds} calls/round={args.calls}; usage and content capture on (content_mode=full), records queued to SQLite, recording TracerProvider")
 
     figures: dict[str, Any] = {}
     transports = ["inproc", "loopback"] if args.transport == "both" else [args.transport]
     for transport in transports:
         server = LocalLLMServer().start() if transport == "loopback" else None
-        for title, (canned, call) in openai_workloads().items():
+        per_transport: dict[str, Any] = {}
+        if args.only in ("openai", "all"):
+            for title, (canned, call) in openai_workloads().items():
 
-            def make_openai(config: Config, canned: Canned = canned) -> Any:
-                if server is not None:
-                    server.handler = lambda _req, canned=canned: canned.reply()
-                    return openai.OpenAI(base_url=server.openai_base_url, api_key="sk-bench", max_retries=0)
-                return openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)))
+                def make_openai(config: Config, canned: Canned = canned) -> Any:
+                    if server is not None:
+                        server.handler = lambda _req, canned=canned: canned.reply()
+                        return openai.OpenAI(base_url=server.openai_base_url, api_key="sk-bench", max_retries=0)
+                    return openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)))
 
-            figures[f"{transport}: {title}"] = report(f"[{transport}] {title}", measure(make_openai, openai_configs, call, args.rounds, args.calls), "bare SDK")
-        restore(bare_openai)
-        for title, (canned, call) in anthropic_workloads().items():
+                per_transport[title] = detail(f"[{transport}] {title}", measure(make_openai, openai_configs, call, args.rounds, args.calls, args.block), BARE)
+            restore(bare_openai)
+        if args.only in ("anthropic", "all"):
+            for title, (canned, call) in anthropic_workloads().items():
 
-            def make_anthropic(config: Config, canned: Canned = canned) -> Any:
-                if server is not None:
-                    server.handler = lambda _req, canned=canned: canned.reply()
-                    return anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="sk-ant-bench", max_retries=0, **config.client_kwargs)
-                return anthropic.Anthropic(
-                    base_url="http://127.0.0.1:9", api_key="sk-ant-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)), **config.client_kwargs
-                )
+                def make_anthropic(config: Config, canned: Canned = canned) -> Any:
+                    if server is not None:
+                        server.handler = lambda _req, canned=canned: canned.reply()
+                        return anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="sk-ant-bench", max_retries=0, **config.client_kwargs)
+                    return anthropic.Anthropic(
+                        base_url="http://127.0.0.1:9", api_key="sk-ant-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)), **config.client_kwargs
+                    )
 
-            result = report(f"[{transport}] {title}", measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls), "bare SDK (tracing off)")
-            sdk = result["SDK built-in tracing"]["added_us"]
-            for name in ("wasteaudit + SDK tracing (enriched span)", "wasteaudit (SDK tracing off, own span)"):
-                ratio = result[name]["added_us"] / sdk if sdk > 0 else float("nan")
-                print(f"  {name}: added cost = {ratio:.2f} x the SDK's own tracing (target <= 1.10)")
-                result[name]["vs_sdk_tracing"] = ratio
-            figures[f"{transport}: {title}"] = result
-        restore(bare_anthropic)
+                results = measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls, args.block)
+                result = detail(f"[{transport}] {title}", results, A_BARE)
+                for name in (A_ENRICH, A_OWN):
+                    result[name].update(_ratio(results, name))
+                per_transport[title] = result
+            restore(bare_anthropic)
         if server is not None:
             server.stop()
+        summary(transport, per_transport)
+        figures[transport] = per_transport
+    from wasteaudit._internal import pipeline
+
+    pipeline.flush(timeout=60)
+    stats = pipeline.stats()
+    figures["records"] = {"submitted": stats.get("submitted", 0), "written": stats.get("written", 0)}
+    print(f"\nwasteaudit records: {figures['records']['submitted']} queued, {figures['records']['written']} written")
     wasteaudit.shutdown()
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

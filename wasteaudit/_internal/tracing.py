@@ -94,17 +94,22 @@ def _client_kind() -> Any:
     return _CLIENT
 
 
-def call_end_attributes(record: "CallRecord") -> dict[str, Any]:
-    """Attributes known only when a call has ended (usage, finish, attempts)."""
+def call_end_attributes(record: "CallRecord", *, started: bool = False) -> dict[str, Any]:
+    """Attributes known only when a call has ended (usage, finish, attempts).
+
+    ``started``: the span was started by us with the call's identity (call id, run), which is
+    then not set a second time (every attribute costs the SDK a validation pass).
+    """
     attrs: dict[str, Any] = {
-        sc.WA_CALL_ID: record.id,
         sc.WA_ATTEMPTS: record.attempt_count,
         sc.WA_USAGE_SOURCE: record.usage_source,
     }
-    if record.run_id:
-        attrs[sc.WA_RUN_ID] = record.run_id
-    if record.function:
-        attrs[sc.WA_RUN_NAME] = record.function
+    if not started:
+        attrs[sc.WA_CALL_ID] = record.id
+        if record.run_id:
+            attrs[sc.WA_RUN_ID] = record.run_id
+        if record.function:
+            attrs[sc.WA_RUN_NAME] = record.function
     if record.response_model:
         attrs[sc.RESPONSE_MODEL] = record.response_model
     if record.response_id:

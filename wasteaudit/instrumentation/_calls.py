@@ -235,12 +235,15 @@ class CallTracker:
     def _finish_span(self, error: BaseException | None) -> None:
         span = self.span
         if span.is_recording():
-            span.set_attributes(tracing.call_end_attributes(self.record))
-            if get_settings().capture_content_on_spans:
+            # one set_attributes call: the SDK validates and locks per call
+            attrs = tracing.call_end_attributes(self.record, started=self.own_span)
+            settings = get_settings()
+            if settings.capture_content_on_spans:
                 from wasteaudit._internal.content import apply_content_policy
 
-                apply_content_policy(self.record, get_settings())
-                span.set_attributes(tracing.content_attributes(self.record))
+                apply_content_policy(self.record, settings)
+                attrs.update(tracing.content_attributes(self.record))
+            span.set_attributes(attrs)
             if error is not None and self.own_span:
                 from opentelemetry.trace import Status, StatusCode
 

@@ -10,7 +10,6 @@ exit, or garbage collection of an abandoned stream.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Protocol
 
 import wrapt
@@ -38,12 +37,13 @@ def _end_once(observer: StreamObserver, state: list[bool], error: BaseException 
         internal_error("streams.on_end", exc)
 
 
-def _observe(observer: StreamObserver, item: Any) -> bool:
+def _collected(proxy: Any) -> None:
     try:
-        return observer.on_item(item) is not False
-    except Exception as exc:
-        internal_error("streams.on_item", exc)
-        return True
+        state = proxy._self_state
+    except AttributeError:  # __init__ did not complete
+        return
+    if not state[0]:
+        _end_once(proxy._self_observer, state, None, False)
 
 
 class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
@@ -52,18 +52,24 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)
         self._self_observer = observer
+        self._self_on_item = observer.on_item
         self._self_state = [False]
-        self._self_finalizer = weakref.finalize(self, _end_once, observer, self._self_state, None, False)
 
     def _self_end(self, error: BaseException | None, exhausted: bool) -> None:
-        self._self_finalizer.detach()
         _end_once(self._self_observer, self._self_state, error, exhausted)
+
+    def __del__(self) -> None:
+        # An abandoned stream (dropped without close): finish the record. A ``__del__`` rather
+        # than ``weakref.finalize``, which costs a registry entry per stream.
+        _collected(self)
 
     def __iter__(self) -> "SyncStreamProxy":
         return self
 
     def __next__(self) -> Any:
+        # The hot path (once per chunk): one call into the observer's bound method, nothing else.
         wrapped = self.__wrapped__
+        on_item = self._self_on_item
         while True:
             try:
                 item = wrapped.__next__()
@@ -73,7 +79,11 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             except BaseException as exc:
                 self._self_end(exc, False)
                 raise
-            if _observe(self._self_observer, item):
+            try:
+                if on_item(item) is not False:
+                    return item
+            except Exception as exc:
+                internal_error("streams.on_item", exc)
                 return item
 
     def __enter__(self) -> "SyncStreamProxy":
@@ -99,13 +109,15 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)
         self._self_observer = observer
+        self._self_on_item = observer.on_item
         self._self_state = [False]
-        # On collection only the record is finalized: no I/O, no awaiting from a finalizer.
-        self._self_finalizer = weakref.finalize(self, _end_once, observer, self._self_state, None, False)
 
     def _self_end(self, error: BaseException | None, exhausted: bool) -> None:
-        self._self_finalizer.detach()
         _end_once(self._self_observer, self._self_state, error, exhausted)
+
+    def __del__(self) -> None:
+        # On collection only the record is finalized: no I/O, no awaiting from a finalizer.
+        _collected(self)
 
     def __aiter__(self) -> "AsyncStreamProxy":
         return self
@@ -121,7 +133,11 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             except BaseException as exc:
                 self._self_end(exc, False)
                 raise
-            if _observe(self._self_observer, item):
+            try:
+                if self._self_on_item(item) is not False:
+                    return item
+            except Exception as exc:
+                internal_error("streams.on_item", exc)
                 return item
 
     async def __aenter__(self) -> "AsyncStreamProxy":

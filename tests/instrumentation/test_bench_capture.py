@@ -1,0 +1,30 @@
+"""The capture-overhead benchmark keeps working (a tiny in-process run; figures are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_capture_prints_its_summary_table_in_a_tiny_run(tmp_path):
+    out_json = tmp_path / "figures.json"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_capture.py"), "--rounds", "2", "--calls", "3", "--transport", "inproc", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "[inproc] summary" in out.stdout
+    for row in ("openai chat ", "openai chat stream", "openai responses", "anthropic messages (enriched span)", "anthropic stream (own span)"):
+        assert row in out.stdout, row
+    figures = json.loads(out_json.read_text())
+    assert set(figures["inproc"]["openai chat"]) >= {"bare SDK", "one hand-written span", "wasteaudit"}
+    assert "ratio" in figures["inproc"]["anthropic messages"]["wasteaudit + SDK tracing (enriched span)"]
+    # the instrumented configurations really ran instrumented: one record per call (5 warm-up + 3
+    # timed per round), 3 OpenAI workloads x 1 configuration + 2 Anthropic workloads x 2
+    per_config = 2 * (5 + 3)
+    assert figures["records"]["submitted"] == (3 + 2 * 2) * per_config
+    assert figures["records"]["written"] == figures["records"]["submitted"]

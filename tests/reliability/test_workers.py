@@ -241,3 +241,16 @@ def test_a_call_that_breaks_the_scorer_is_marked_once_and_shown_by_status(db_url
     out = capsys.readouterr().out
     assert "0 unscored" in out and "score errors    2 calls could not be scored" in out
     assert unreadable in out and crashing in out
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_worker_benchmark_runs_in_a_tiny_configuration(pg_database):
+    import subprocess
+    import sys
+
+    from worker_support import REPO
+
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "bench_workers.py"), "--calls", "150", "--workers", "1,2", "--batch", "50"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO).stdout
+    assert "1 workers:" in out and "2 workers:" in out and "speed-up x1.00" in out, out

@@ -121,18 +121,20 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float 
 
 
 class Workers:
-    """``wasteaudit worker`` subprocesses against one database (rules-only, quiet)."""
+    """``wasteaudit worker`` subprocesses against one database (rules-only unless asked; output to files)."""
 
     def __init__(self, url: str, tmp: Path) -> None:
         self.url = url
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[str]] = {}
 
-    def start(self, name: str, *extra: str) -> subprocess.Popen[str]:
+    def start(self, name: str, *extra: str, rules_only: bool = True) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "WASTEAUDIT_"))}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
         env["HF_HUB_OFFLINE"] = "1"
-        cmd = [sys.executable, "-m", "wasteaudit", "--database-url", self.url, "worker", "--rules-only", "--poll", "0.2", *extra]
+        cmd = [sys.executable, "-m", "wasteaudit", "--database-url", self.url, "worker", "--poll", "0.2", *extra]
+        if rules_only:
+            cmd.append("--rules-only")
         log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=self.tmp)
         self.procs[name] = proc

@@ -6,9 +6,12 @@ without a queue service: a worker claims a batch with
     UPDATE wasteaudit_calls SET claimed_by = :worker, lease_until = :until
     WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT :n)
 
-commits, scores, then writes the findings keyed by (call id, scorer version) — delete + insert
-in one transaction, so rescoring replaces and never mixes — and sets ``scored_version``. A
-worker that dies leaves its lease to expire; another takes the calls over. SQLite has no
+commits, scores, then, in one transaction, sets ``scored_version`` on the calls it still holds
+(``... AND claimed_by = :worker RETURNING id``) and replaces the findings of exactly those, keyed
+by (call id, scorer version): a worker that stalled past its lease and lost its calls writes
+nothing, so a call is never scored twice. A worker that dies leaves its lease to expire; another
+takes the calls over. ``score_attempts`` counts the leases: a call that keeps killing its worker
+is leased alone after ``ISOLATE_AFTER`` leases and marked after ``MAX_SCORE_ATTEMPTS``. SQLite has no
 ``SKIP LOCKED``: there the same UPDATE runs plainly (``claimed_by IS NULL OR lease_until <
 now``) and SQLite's single writer serializes the claims.
 

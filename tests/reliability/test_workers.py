@@ -9,6 +9,7 @@ claiming, not the detectors.
 from __future__ import annotations
 
 import re
+import resource
 import threading
 import time
 from collections import Counter
@@ -73,6 +74,7 @@ def test_four_worker_processes_score_10000_calls_each_exactly_once(pg_url, tmp_p
 
     workers = Workers(pg_url, tmp_path)
     names = [f"w{i}" for i in range(4)]
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     for name in names:
         workers.start(name, "--batch-size", "100")
@@ -81,6 +83,8 @@ def test_four_worker_processes_score_10000_calls_each_exactly_once(pg_url, tmp_p
         elapsed = time.monotonic() - started
     finally:
         codes = workers.stop_all()
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
     assert done, f"{unscored(engine)} calls left unscored"
     assert codes == {name: 0 for name in names}, {n: workers.output(n)[-1500:] for n in names}
 
@@ -96,7 +100,7 @@ def test_four_worker_processes_score_10000_calls_each_exactly_once(pg_url, tmp_p
         kinds = {row[0] for row in conn.execute(sa.select(findings_t.c.subkind).distinct())}
     assert "truncated" in kinds  # findings were written (the workload has truncated, unused outputs)
     print(f"\n4 workers scored 10,000 calls in {elapsed:.1f} s ({10_000 / elapsed:.0f} calls/s); per worker: "
-          + ", ".join(f"{n} {c} calls ({c / elapsed:.0f}/s)" for n, c in counts.items()))
+          + ", ".join(f"{n} {c} calls ({c / elapsed:.0f}/s)" for n, c in counts.items()) + f"; workers' CPU {cpu_s:.1f} s")
 
 
 @pytest.mark.slow

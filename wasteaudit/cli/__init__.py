@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
     db_sub.add_parser("upgrade", help="create or upgrade wasteaudit's tables (wasteaudit_*) to this version")
     db_sub.add_parser("current", help="print the schema revision of the database")
+    prune = db_sub.add_parser("prune", help="delete the content (messages, outputs) of old calls; keep tokens, cost and findings")
+    prune.add_argument("--older-than", required=True, metavar="AGE", help="age such as 90d, 12w or 36h")
+    prune.add_argument("--dry-run", action="store_true", help="count what would be pruned, change nothing")
+    prune.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
 
     sub.add_parser("status", help="database, schema, counts of calls, unscored and unpriced calls, last write")
 
@@ -36,10 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score every unscored call once (one pass)")
     score.add_argument("--batch-size", type=int, default=200)
     score.add_argument("--rescore", action="store_true", help="score again calls scored by an older scorer version or thresholds")
+    score.add_argument("--rules-only", action="store_true", help="score without the embedding model (cheaper; fewer redundant/unused findings)")
 
     worker = sub.add_parser("worker", help="score continuously; several workers share the work through row locks")
     worker.add_argument("--poll", type=float, default=2.0, help="seconds between polls when idle")
     worker.add_argument("--batch-size", type=int, default=200)
+    worker.add_argument("--lease", type=float, default=300.0, help="seconds a batch stays leased; a dead worker's calls are taken over after it")
+    worker.add_argument("--rules-only", action="store_true", help="score without the embedding model (cheaper; fewer redundant/unused findings)")
 
     demo = sub.add_parser("demo", help="run a realistic workload against a local endpoint and show what wasteaudit finds")
     demo.add_argument("--live", action="store_true", help="use the real OpenAI/Anthropic APIs (needs OPENAI_API_KEY or ANTHROPIC_API_KEY)")

@@ -45,8 +45,25 @@ def db(args: argparse.Namespace) -> int:
         engine = _open(args)
         print(current_revision(engine) or "(no wasteaudit schema)")
         return 0
-    print("usage: wasteaudit db {upgrade,current}")
+    if args.db_command == "prune":
+        return prune(args)
+    print("usage: wasteaudit db {upgrade,current,prune}")
     return 2
+
+
+def prune(args: argparse.Namespace) -> int:
+    from wasteaudit.storage.retention import parse_age, prune_content
+
+    age = parse_age(args.older_than)
+    engine = _open(args)
+    result = prune_content(engine, age, batch_size=args.batch_size, dry_run=args.dry_run)
+    verb = "would prune" if result.dry_run else "pruned"
+    print(
+        f"{verb} content older than {result.cutoff.isoformat(timespec='seconds')}: {result.calls} calls, "
+        f"{result.runs} runs, {result.findings} findings' evidence, {result.scores} scores' raw values"
+        + ("" if result.dry_run else f" ({result.batches} batches); tokens, cost and findings kept")
+    )
+    return 0
 
 
 def status(args: argparse.Namespace) -> int:
@@ -66,12 +83,22 @@ def status(args: argparse.Namespace) -> int:
     with engine.connect() as conn:
         calls = conn.execute(select(func.count()).select_from(CallRow)).scalar_one()
         runs = conn.execute(select(func.count()).select_from(RunRow)).scalar_one()
-        unscored = conn.execute(select(func.count()).select_from(CallRow).where(CallRow.scored_version.is_(None))).scalar_one()
+        unscored = conn.execute(
+            select(func.count()).select_from(CallRow).where(CallRow.scored_version.is_(None), CallRow.score_error.is_(None))
+        ).scalar_one()
         unpriced = conn.execute(select(func.count()).select_from(CallRow).where(CallRow.priced != "priced")).scalar_one()
         findings = conn.execute(select(func.count()).select_from(FindingRow)).scalar_one()
         last = conn.execute(select(func.max(CallRow.started_at))).scalar_one()
     console.print(f"runs            {runs}")
     console.print(f"calls           {calls} ({unscored} unscored, {unpriced} unpriced or partly priced)")
+    from rich.markup import escape
+
+    from wasteaudit.scoring.runner import score_errors
+
+    failed, recent = score_errors(engine, limit=3)
+    console.print(f"score errors    {failed} calls could not be scored (not retried; `wasteaudit score --rescore` tries again)" if failed else "score errors    0")
+    for call_id, reason in recent:
+        console.print(f"  {call_id}  {escape(reason.splitlines()[0][:110] if reason else '')}")
     console.print(f"findings        {findings}")
     console.print(f"last call       {last.isoformat() if last else '-'}")
     return 0
@@ -135,16 +162,29 @@ def score(args: argparse.Namespace) -> int:
         from wasteaudit.storage.models import CallRow
 
         with engine.begin() as conn:
-            conn.execute(update(CallRow).values(scored_version=None, claimed_by=None, lease_until=None, score_error=None))
+            conn.execute(
+                update(CallRow)
+                .where(CallRow.content_mode != "pruned")  # their text is gone: their findings stay as scored
+                .values(scored_version=None, claimed_by=None, lease_until=None, score_error=None, score_attempts=None)
+            )
     from rich.progress import Progress
 
     from wasteaudit.scoring.runner import unscored
 
     with Progress(console=_console(), transient=True) as bar:
         task = bar.add_task("scoring calls", total=unscored(engine))
-        count = score_pending(engine, batch_size=args.batch_size, progress=lambda done: bar.update(task, completed=done))
+        count = score_pending(engine, batch_size=args.batch_size, progress=lambda done: bar.update(task, completed=done), scorer=_scorer(args))
     print(f"scored {count} calls")
     return 0
+
+
+def _scorer(args: argparse.Namespace) -> Any:
+    """A rules-only scorer for ``--rules-only``; None lets the runner load the default (with embeddings)."""
+    if not getattr(args, "rules_only", False):
+        return None
+    from wasteaudit.scoring.engine import Scorer
+
+    return Scorer(embedder=None)
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -156,7 +196,8 @@ def worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    run_worker(engine, stop_event=stop, poll_s=args.poll, batch_size=args.batch_size)
+    count = run_worker(engine, stop_event=stop, poll_s=args.poll, batch_size=args.batch_size, lease_s=args.lease, scorer=_scorer(args))
+    print(f"worker stopped: scored {count} calls", flush=True)
     return 0
 
 

@@ -28,6 +28,7 @@ detaches what the previous call added and sets up anew.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -242,18 +243,25 @@ class ExportHandle:
         self._closed = False
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
-        """Export what is buffered now (blocking up to ``timeout_s`` per signal; not for the request path)."""
+        """Export what is buffered now, blocking up to ``timeout_s`` in all (not for the request path).
+
+        The signals share one deadline, so a collector that hangs costs ``timeout_s``, not three times it.
+        """
         ok = True
-        millis = int(timeout_s * 1000)
+        deadline = time.monotonic() + timeout_s
+
+        def left_ms() -> int:
+            return max(1, int((deadline - time.monotonic()) * 1000))
+
         for piece in (self._span_processor, self._log_processor):
             if piece is not None:
                 try:
-                    ok = bool(piece.force_flush(millis)) and ok
+                    ok = bool(piece.force_flush(left_ms())) and ok
                 except Exception:
                     ok = False
         if self._metric_reader is not None:
             try:
-                ok = bool(self._metric_reader.force_flush(timeout_millis=millis)) and ok
+                ok = bool(self._metric_reader.force_flush(timeout_millis=left_ms())) and ok
             except Exception:
                 ok = False
         return ok

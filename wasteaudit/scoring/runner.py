@@ -6,9 +6,12 @@ without a queue service: a worker claims a batch with
     UPDATE wasteaudit_calls SET claimed_by = :worker, lease_until = :until
     WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT :n)
 
-commits, scores, then writes the findings keyed by (call id, scorer version) — delete + insert
-in one transaction, so rescoring replaces and never mixes — and sets ``scored_version``. A
-worker that dies leaves its lease to expire; another takes the calls over. SQLite has no
+commits, scores, then, in one transaction, sets ``scored_version`` on the calls it still holds
+(``... AND claimed_by = :worker RETURNING id``) and replaces the findings of exactly those, keyed
+by (call id, scorer version): a worker that stalled past its lease and lost its calls writes
+nothing, so a call is never scored twice. A worker that dies leaves its lease to expire; another
+takes the calls over. ``score_attempts`` counts the leases: a call that keeps killing its worker
+is leased alone after ``ISOLATE_AFTER`` leases and marked after ``MAX_SCORE_ATTEMPTS``. SQLite has no
 ``SKIP LOCKED``: there the same UPDATE runs plainly (``claimed_by IS NULL OR lease_until <
 now``) and SQLite's single writer serializes the claims.
 
@@ -40,12 +43,16 @@ if TYPE_CHECKING:
     from wasteaudit.records import CallRecord
     from wasteaudit.scoring.engine import Scorer
 
-__all__ = ("score_pending", "run_worker", "RUN_TIMEOUT_S")
+__all__ = ("score_pending", "run_worker", "claim", "unscored", "score_errors", "RUN_TIMEOUT_S", "MAX_SCORE_ATTEMPTS")
 
 log = logging.getLogger("wasteaudit.scoring")
 
 #: Calls of a run that never ended are scored anyway after this long.
 RUN_TIMEOUT_S = 3600.0
+#: Leases a call may take before it is marked unscorable (its worker died on it each time).
+MAX_SCORE_ATTEMPTS = 4
+#: From this many leases on, a call is leased alone (it may be what kills its worker).
+ISOLATE_AFTER = 2
 #: Cap on window rows loaded per batch (the duplicate look-back), to bound memory.
 WINDOW_ROWS_CAP = 100_000
 _WINDOW_COLUMNS = (
@@ -113,8 +120,14 @@ def score_pending(
 
 
 def claim(engine: "Engine", worker: str, limit: int, lease_s: float, run_timeout_s: float = RUN_TIMEOUT_S) -> list[str]:
-    """Lease up to ``limit`` ready calls to ``worker``; returns their ids (committed)."""
-    from sqlalchemy import and_, or_, select, update
+    """Lease up to ``limit`` ready calls to ``worker``; returns their ids (committed).
+
+    Every lease adds one to the call's ``score_attempts``. A call leased before whose lease ran
+    out (its worker died) is retried in the next normal batch; after ``ISOLATE_AFTER`` such
+    leases it is leased alone, so a call that kills its worker cannot take a batch of innocent
+    calls down with it; after ``MAX_SCORE_ATTEMPTS`` it is marked with ``score_error``.
+    """
+    from sqlalchemy import and_, func, or_, select, update
 
     from wasteaudit.storage.models import CallRow, RunRow
 
@@ -122,28 +135,39 @@ def claim(engine: "Engine", worker: str, limit: int, lease_s: float, run_timeout
     now = datetime.now(timezone.utc)
     until = datetime.fromtimestamp(now.timestamp() + lease_s, timezone.utc)
     cutoff = datetime.fromtimestamp(now.timestamp() - run_timeout_s, timezone.utc)
-    ready = (
-        select(calls.c.id)
-        .select_from(calls.outerjoin(runs, runs.c.id == calls.c.run_id))
-        .where(
-            calls.c.scored_version.is_(None),
-            calls.c.score_error.is_(None),
-            or_(calls.c.claimed_by.is_(None), calls.c.lease_until < now),
-            or_(calls.c.run_id.is_(None), runs.c.ended_at.is_not(None), calls.c.started_at < cutoff),
-        )
-        .order_by(calls.c.started_at)
-        .limit(limit)
-    )
     postgres = engine.dialect.name == "postgresql"
-    if postgres:
-        ready = ready.with_for_update(of=calls, skip_locked=True)
-    stmt = update(calls).where(calls.c.id.in_(ready.scalar_subquery())).values(claimed_by=worker, lease_until=until)
+    free = and_(calls.c.scored_version.is_(None), calls.c.score_error.is_(None), or_(calls.c.claimed_by.is_(None), calls.c.lease_until < now))
+
+    def ready(n: int, *conditions: Any) -> Any:
+        stmt = (
+            select(calls.c.id)
+            .select_from(calls.outerjoin(runs, runs.c.id == calls.c.run_id))
+            .where(free, or_(calls.c.run_id.is_(None), runs.c.ended_at.is_not(None), calls.c.started_at < cutoff), *conditions)
+            .order_by(calls.c.started_at)
+            .limit(n)
+        )
+        return stmt.with_for_update(of=calls, skip_locked=True) if postgres else stmt
+
+    attempts = func.coalesce(calls.c.score_attempts, 0)
     with engine.begin() as conn:
+        poison = select(calls.c.id).where(free, attempts >= MAX_SCORE_ATTEMPTS)
         if postgres:
-            return [row[0] for row in conn.execute(stmt.returning(calls.c.id))]
-        conn.execute(stmt)
-        mine = select(calls.c.id).where(and_(calls.c.claimed_by == worker, calls.c.lease_until == until, calls.c.scored_version.is_(None)))
-        return [row[0] for row in conn.execute(mine)]
+            poison = poison.with_for_update(skip_locked=True)
+        gave_up = f"not scored after {MAX_SCORE_ATTEMPTS} leases: the worker scoring it stopped each time (crash, kill or timeout)"
+        conn.execute(update(calls).where(calls.c.id.in_(poison.scalar_subquery())).values(score_error=gave_up, claimed_by=None, lease_until=None))
+        for n, condition in ((1, attempts >= ISOLATE_AFTER), (limit, attempts < ISOLATE_AFTER)):
+            stmt = update(calls).where(calls.c.id.in_(ready(n, condition).scalar_subquery())).values(
+                claimed_by=worker, lease_until=until, score_attempts=attempts + 1
+            )
+            if postgres:
+                ids = [row[0] for row in conn.execute(stmt.returning(calls.c.id))]
+            else:
+                conn.execute(stmt)
+                mine = select(calls.c.id).where(calls.c.claimed_by == worker, calls.c.lease_until == until, calls.c.scored_version.is_(None))
+                ids = [row[0] for row in conn.execute(mine)]
+            if ids:
+                return ids
+    return []
 
 
 def _rows(conn: Any, stmt: Any) -> list[dict[str, Any]]:
@@ -205,8 +229,7 @@ def _score_claimed(engine: "Engine", scorer: "Scorer", worker: str, ids: Sequenc
                 errors[rec.id] = f"{type(inner).__name__}: {inner}"[:500] or repr(exc)
     by_id = {r.id: r for r in records}
     scored_ids = [r.id for r in records if r.id not in errors]
-    _write(engine, worker, scored_ids, errors, [f for f in findings if f.call_id not in errors], by_id)
-    return len(rows)
+    return _write(engine, worker, scored_ids, errors, [f for f in findings if f.call_id not in errors], by_id)
 
 
 def _load_window(conn: Any, scorer: "Scorer", rows: list[dict[str, Any]], window: dict[str, float]) -> None:
@@ -243,12 +266,20 @@ def _load_window(conn: Any, scorer: "Scorer", rows: list[dict[str, Any]], window
         )
         if models:
             stmt = stmt.where(calls.c.request_model.in_(models))
-        load_rows(scorer.index, (dict(r._mapping) for r in conn.execute(stmt)))
+        unreadable = 0
+        for r in conn.execute(stmt):
+            try:
+                load_rows(scorer.index, (dict(r._mapping),))
+            except Exception:  # a pathological row is marked when its own batch reads it; it must not stop the others
+                unreadable += 1
+        if unreadable:
+            log.warning("duplicate window: %d unreadable calls skipped", unreadable)
     window["lo"] = lo if have_lo is None else min(lo, have_lo)
     window["hi"] = hi if have_hi is None else max(hi, have_hi)
 
 
-def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, str], findings: list[Finding], records: dict[str, Any]) -> None:
+def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, str], findings: list[Finding], records: dict[str, Any]) -> int:
+    """Store one batch's results; returns how many calls this worker marked (scored or failed)."""
     from sqlalchemy import delete, insert, update
 
     from wasteaudit.storage.models import CallRow, FindingRow
@@ -276,17 +307,21 @@ def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, s
         for f in findings
     ]
     with engine.begin() as conn:
-        if scored:
-            conn.execute(delete(table).where(table.c.call_id.in_(scored), table.c.scorer_version == SCORER_VERSION))
+        # The lease fences the write: mark first (row locks), then write findings only for the calls
+        # still ours. A worker whose lease expired and was taken over writes nothing, so a call is
+        # never scored twice and two workers never interleave their findings.
+        mine = _mark(conn, calls, worker, scored, {"scored_version": SCORER_VERSION, "score_error": None})
+        values = [v for v in values if v["call_id"] in mine]
+        if mine:
+            conn.execute(delete(table).where(table.c.call_id.in_(sorted(mine)), table.c.scorer_version == SCORER_VERSION))
             if values:
                 conn.execute(insert(table), values)
-            conn.execute(
-                update(calls)
-                .where(calls.c.id.in_(scored), calls.c.claimed_by == worker)
-                .values(scored_version=SCORER_VERSION, claimed_by=None, lease_until=None, score_error=None)
-            )
+        failed = 0
         for cid, message in errors.items():
-            conn.execute(update(calls).where(calls.c.id == cid).values(score_error=message[:2000], claimed_by=None, lease_until=None))
+            failed += len(_mark(conn, calls, worker, [cid], {"score_error": message[:2000]}))
+        lost = len(scored) - len(mine) + len(errors) - failed
+        if lost:
+            log.warning("worker %s: %d calls of its batch were taken over after its lease expired; their results are discarded", worker, lost)
     if values:
         # Newly written findings only: metrics and trace events for the observability stack.
         try:
@@ -295,6 +330,21 @@ def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, s
             export_findings(values, records)
         except Exception as exc:
             log.warning("exporting findings failed (counted, scoring unaffected): %r", exc)
+    return len(mine) + failed
+
+
+def _mark(conn: Any, calls: Any, worker: str, ids: Sequence[str], values: dict[str, Any]) -> set[str]:
+    """Set ``values`` on the calls of ``ids`` that ``worker`` still holds, releasing them; returns those ids."""
+    from sqlalchemy import select, update
+
+    if not ids:
+        return set()
+    stmt = update(calls).where(calls.c.id.in_(list(ids)), calls.c.claimed_by == worker).values(claimed_by=None, lease_until=None, **values)
+    if getattr(conn.dialect, "update_returning", False):  # PostgreSQL; SQLite >= 3.35
+        return {row[0] for row in conn.execute(stmt.returning(calls.c.id))}
+    held = {row[0] for row in conn.execute(select(calls.c.id).where(calls.c.id.in_(list(ids)), calls.c.claimed_by == worker))}
+    conn.execute(stmt)
+    return held
 
 
 def _output_rate(record: "CallRecord") -> float | None:
@@ -316,14 +366,16 @@ def _output_rate(record: "CallRecord") -> float | None:
 
 
 def run_worker(url: Any, *, stop_event: threading.Event, poll_s: float = 2.0, batch_size: int = 200, worker_id: str | None = None,
-               lease_s: float = 300.0) -> int:
-    """Score until ``stop_event`` is set, polling every ``poll_s`` seconds when idle; returns calls scored."""
+               lease_s: float = 300.0, scorer: "Scorer | None" = None) -> int:
+    """Score until ``stop_event`` is set, polling every ``poll_s`` seconds when idle; returns the
+    calls this worker marked scored or failed (a batch taken over after its lease ran out is not counted)."""
     engine = _engine(url)
     total = 0
     worker = _worker_id(worker_id)
+    log.info("scoring worker %s started (batch %d, lease %.0f s)", worker, batch_size, lease_s)
     while not stop_event.is_set():
         try:
-            n = score_pending(engine, batch_size=batch_size, worker_id=worker, lease_s=lease_s, max_batches=1)
+            n = score_pending(engine, batch_size=batch_size, worker_id=worker, lease_s=lease_s, max_batches=1, scorer=scorer)
         except Exception:
             log.exception("scoring worker: batch failed; retrying after %.1f s", poll_s)
             n = 0
@@ -342,3 +394,17 @@ def unscored(engine: "Engine") -> int:
     calls = CallRow.__table__
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(calls).where(calls.c.scored_version.is_(None), calls.c.score_error.is_(None))).scalar_one())
+
+
+def score_errors(engine: "Engine", limit: int = 5) -> tuple[int, list[tuple[str, str]]]:
+    """How many calls could not be scored, and the most recent ``limit`` of them as (call id, reason)."""
+    from sqlalchemy import func, select
+
+    from wasteaudit.storage.models import CallRow
+
+    calls = CallRow.__table__
+    failed = calls.c.score_error.is_not(None)
+    with engine.connect() as conn:
+        count = int(conn.execute(select(func.count()).select_from(calls).where(failed)).scalar_one())
+        rows = conn.execute(select(calls.c.id, calls.c.score_error).where(failed).order_by(calls.c.started_at.desc()).limit(limit)).all()
+    return count, [(row[0], row[1]) for row in rows]

@@ -275,6 +275,7 @@ def call_rows(
         "claimed_by": None,
         "lease_until": None,
         "score_error": None,
+        "score_attempts": None,
     }
     changed = False
     for column in _CALL_TEXT_COLUMNS:

@@ -182,6 +182,7 @@ class CallRow(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     score_error: Mapped[str | None] = mapped_column(Text)
+    score_attempts: Mapped[int | None] = mapped_column(Integer)  # leases taken; NULL = never leased
 
     __table_args__ = (
         Index("ix_wasteaudit_calls_started_at", "started_at"),

@@ -1,0 +1,146 @@
+"""``wasteaudit db prune``: old content goes, rows, tokens, cost and findings stay, reports of old weeks agree."""
+
+from __future__ import annotations
+
+import copy
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from storage.conftest import db_url, pg_database, pg_url  # noqa: F401 - fixtures, re-exported
+from worker_support import build_workload, store
+
+from wasteaudit import build_report
+from wasteaudit.cli import main
+from wasteaudit.exceptions import ConfigError
+from wasteaudit.records import CallRecord, RunRecord
+from wasteaudit.scoring.engine import Scorer
+from wasteaudit.scoring.runner import score_pending
+from wasteaudit.storage.engine import create_engine_for
+from wasteaudit.storage.models import AttemptRow, CallRow, FindingRow, RunRow, ScoreRow
+from wasteaudit.storage.retention import PRUNED, parse_age, prune_content, strip_evidence
+
+calls_t, runs_t, findings_t, scores_t, attempts_t = (m.__table__ for m in (CallRow, RunRow, FindingRow, ScoreRow, AttemptRow))
+
+OLD_CALLS, NEW_CALLS = 60, 20
+
+
+def _old_week() -> tuple[str, float]:
+    """An ISO week about 17 weeks ago, and a timestamp on its Tuesday."""
+    day = (datetime.now(timezone.utc) - timedelta(days=120)).date()
+    monday = day - timedelta(days=day.weekday())
+    year, week, _ = monday.isocalendar()
+    return f"{year}-W{week:02d}", datetime(monday.year, monday.month, monday.day, 9, tzinfo=timezone.utc).timestamp() + 86400
+
+
+@pytest.fixture
+def audited(db_url: str) -> tuple[str, str, list[Any], list[Any]]:
+    """A scored database with 60 calls in an old week and 20 from two days ago."""
+    week, at = _old_week()
+    old = build_workload(OLD_CALLS, start=at)
+    for record in old:  # quality feedback with text, which is content too
+        if type(record).__name__ == "ScoreRecord":
+            record.raw_value = {"comment": "the user liked the answer about Paris"}
+    new = build_workload(NEW_CALLS, start=time.time() - 2 * 86400)
+    store(db_url, old + new)
+    assert score_pending(db_url, scorer=Scorer(embedder=None)) == OLD_CALLS + NEW_CALLS
+    return db_url, week, old, new
+
+
+def _rows(engine: Any, table: Any) -> dict[Any, dict[str, Any]]:
+    key = table.c.id if "id" in table.c else None
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+    return {(r[key.name] if key is not None else (r["call_id"], r["index"])): r for r in rows}
+
+
+def _comparable(report: dict[str, Any]) -> dict[str, Any]:
+    """The report without what is about its own making or needs the deleted text (evidence strings)."""
+    out = copy.deepcopy(report)
+    out.pop("generated_at", None)
+    for finding_call in out.get("top_findings") or []:
+        for finding in finding_call.get("findings") or []:
+            finding.pop("evidence", None)
+    return out
+
+
+def test_prune_deletes_old_content_and_keeps_figures_and_reports(audited, capsys):
+    url, week, old, new = audited
+    engine = create_engine_for(url)
+    before_report = build_report(url, week=week)
+    assert before_report["totals"]["calls"] == OLD_CALLS and before_report["totals"]["waste"]["tokens"] > 0
+    calls0, runs0, findings0, scores0, attempts0 = (_rows(engine, t) for t in (calls_t, runs_t, findings_t, scores_t, attempts_t))
+    old_ids = {r.id for r in old if isinstance(r, CallRecord)}
+    old_runs = {r.id for r in old if isinstance(r, RunRecord)}
+    assert any("text" in (f["evidence"] or {}) or f["subkind"] == "truncated" for f in findings0.values())
+
+    # --dry-run counts and changes nothing
+    assert main(["--database-url", url, "db", "prune", "--older-than", "90d", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would prune content older than" in out and f": {OLD_CALLS} calls, {len(old_runs)} runs" in out
+    assert _rows(engine, calls_t) == calls0
+
+    # small batches: many short transactions
+    assert main(["--database-url", url, "db", "prune", "--older-than", "90d", "--batch-size", "7"]) == 0
+    out = capsys.readouterr().out
+    assert f"pruned content older than" in out and f": {OLD_CALLS} calls" in out
+    batches = int(out.split("(")[1].split(" batches")[0])
+    assert batches >= OLD_CALLS // 7 + len(old_runs) // 7
+
+    calls1, runs1, findings1, scores1, attempts1 = (_rows(engine, t) for t in (calls_t, runs_t, findings_t, scores_t, attempts_t))
+    content = ("input_messages", "system_instructions", "choices", "tool_definitions", "response_format")
+    kept = ("input_tokens", "output_tokens", "cost_usd", "finish_reasons", "finish_category", "scored_version", "attempts", "started_at")
+    for cid, row in calls1.items():
+        if cid in old_ids:
+            assert all(row[c] is None for c in content) and row["content_mode"] == PRUNED, row
+        else:
+            assert row == calls0[cid]  # recent calls untouched
+        assert all(row[k] == calls0[cid][k] for k in kept)
+    assert attempts1 == attempts0
+    assert findings1.keys() == findings0.keys()
+    for fid, finding in findings1.items():
+        assert {k: v for k, v in finding.items() if k != "evidence"} == {k: v for k, v in findings0[fid].items() if k != "evidence"}
+        if finding["call_id"] in old_ids:
+            assert finding["evidence"]["content_pruned"] is True and "text" not in finding["evidence"]
+        else:
+            assert finding["evidence"] == findings0[fid]["evidence"]
+    for rid, run in runs1.items():
+        if rid in old_runs:
+            assert run["return_value"] == "" and run["used_values"] is None  # use stays observable, its text is gone
+        else:
+            assert run == runs0[rid]
+    assert all(s["raw_value"] is None for s in scores1.values() if s["run_id"] in old_runs)
+    assert all(s == scores0[i] for i, s in scores1.items() if s["run_id"] not in old_runs)
+
+    # The old week's report gives the same figures; a second prune has nothing left to do.
+    assert _comparable(build_report(url, week=week)) == _comparable(before_report)
+    assert prune_content(url, timedelta(days=90)).calls == 0
+
+
+def test_rescore_leaves_pruned_calls_and_their_findings_alone(audited, capsys):
+    url, week, old, _ = audited
+    engine = create_engine_for(url)
+    prune_content(engine, timedelta(days=90), batch_size=50)
+    before = _rows(engine, findings_t)
+    assert main(["--database-url", url, "score", "--rescore", "--rules-only"]) == 0
+    assert f"scored {NEW_CALLS} calls" in capsys.readouterr().out
+    after = _rows(engine, findings_t)
+    old_ids = {r.id for r in old if isinstance(r, CallRecord)}
+    assert {i: f for i, f in after.items() if f["call_id"] in old_ids} == {i: f for i, f in before.items() if f["call_id"] in old_ids}
+    assert build_report(url, week=week)["totals"]["calls"] == OLD_CALLS
+
+
+def test_ages_and_evidence_stripping():
+    assert parse_age("90d") == timedelta(days=90) and parse_age("12w") == timedelta(weeks=12) and parse_age("36h") == timedelta(hours=36)
+    for bad in ("90", "d", "-3d", "3 months", ""):
+        with pytest.raises(ConfigError):
+            parse_age(bad)
+    stripped = strip_evidence({
+        "reason": "boilerplate opener/closer", "rule": "phrase", "text": "I hope this helps!", "cosine": 0.93,
+        "matching_call_id": "abc", "lines": [1, 2], "cue": "in summary", "nested": {"text": "secret", "n": 3},
+    })
+    assert stripped == {"reason": "boilerplate opener/closer", "rule": "phrase", "cosine": 0.93, "matching_call_id": "abc",
+                        "lines": [1, 2], "nested": {"n": 3, "content_pruned": True}, "content_pruned": True}
+    assert strip_evidence(None) is None

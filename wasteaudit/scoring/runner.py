@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from wasteaudit.scoring import SCORER_VERSION
 from wasteaudit.scoring.duplicates import load_rows
-from wasteaudit.scoring.findings import Finding
+from wasteaudit.scoring.findings import CallCoverage, Finding
 from wasteaudit.scoring.records_io import call_from_row, epoch, run_from_row, score_from_row
 
 if TYPE_CHECKING:
@@ -191,9 +191,11 @@ def _score_claimed(engine: "Engine", scorer: "Scorer", worker: str, ids: Sequenc
             continue
 
     findings: list[Finding] = []
+    coverage: dict[str, CallCoverage] = {}
     try:
         result = scorer.score(records, runs_by_id, score_records, context_calls=context)
         findings, errors = result.findings, {**errors, **result.errors}
+        coverage = {c.call_id: c for c in result.coverage}
     except Exception as exc:  # isolate the call that breaks the batch
         log.exception("batch scoring failed; retrying call by call")
         for rec in records:
@@ -201,12 +203,20 @@ def _score_claimed(engine: "Engine", scorer: "Scorer", worker: str, ids: Sequenc
                 one = scorer.score([rec], runs_by_id, score_records, context_calls=context)
                 findings += one.findings
                 errors.update(one.errors)
+                coverage.update((c.call_id, c) for c in one.coverage)
             except Exception as inner:
                 errors[rec.id] = f"{type(inner).__name__}: {inner}"[:500] or repr(exc)
     by_id = {r.id: r for r in records}
     scored_ids = [r.id for r in records if r.id not in errors]
-    _write(engine, worker, scored_ids, errors, [f for f in findings if f.call_id not in errors], by_id)
+    _write(engine, worker, scored_ids, errors, [f for f in findings if f.call_id not in errors], by_id, coverage, _fingerprint(scorer))
     return len(rows)
+
+
+def _fingerprint(scorer: "Scorer") -> str | None:
+    try:
+        return str(scorer.fingerprint)
+    except Exception:  # a stand-in scorer without one: the column stays empty
+        return None
 
 
 def _load_window(conn: Any, scorer: "Scorer", rows: list[dict[str, Any]], window: dict[str, float]) -> None:
@@ -248,8 +258,9 @@ def _load_window(conn: Any, scorer: "Scorer", rows: list[dict[str, Any]], window
     window["hi"] = hi if have_hi is None else max(hi, have_hi)
 
 
-def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, str], findings: list[Finding], records: dict[str, Any]) -> None:
-    from sqlalchemy import delete, insert, update
+def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, str], findings: list[Finding], records: dict[str, Any],
+           coverage: dict[str, CallCoverage] | None = None, fingerprint: str | None = None) -> None:
+    from sqlalchemy import bindparam, delete, insert, update
 
     from wasteaudit.storage.models import CallRow, FindingRow
 
@@ -280,10 +291,15 @@ def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, s
             conn.execute(delete(table).where(table.c.call_id.in_(scored), table.c.scorer_version == SCORER_VERSION))
             if values:
                 conn.execute(insert(table), values)
+            # One statement for the batch, one parameter set per call (its coverage differs).
+            coverage = coverage or {}
             conn.execute(
                 update(calls)
-                .where(calls.c.id.in_(scored), calls.c.claimed_by == worker)
-                .values(scored_version=SCORER_VERSION, claimed_by=None, lease_until=None, score_error=None)
+                .where(calls.c.id == bindparam("b_id"), calls.c.claimed_by == worker)
+                .values(scored_version=SCORER_VERSION, claimed_by=None, lease_until=None, score_error=None,
+                        use_observed=bindparam("b_observed"), use_coverage=bindparam("b_coverage"), scorer_config=fingerprint),
+                [{"b_id": cid, "b_observed": cov.use_observable if (cov := coverage.get(cid)) else None,
+                  "b_coverage": cov.use_coverage if cov else None} for cid in scored],
             )
         for cid, message in errors.items():
             conn.execute(update(calls).where(calls.c.id == cid).values(score_error=message[:2000], claimed_by=None, lease_until=None))

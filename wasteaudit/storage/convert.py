@@ -275,6 +275,9 @@ def call_rows(
         "claimed_by": None,
         "lease_until": None,
         "score_error": None,
+        "use_observed": None,
+        "use_coverage": None,
+        "scorer_config": None,
     }
     changed = False
     for column in _CALL_TEXT_COLUMNS:

@@ -11,7 +11,7 @@ from scoring_builders import T0, call, run
 from test_runner import db_url, findings, store  # noqa: F401  (db_url is a fixture)
 
 from wasteaudit.scoring import Scorer, ScorerConfig
-from wasteaudit.scoring.runner import score_pending
+from wasteaudit.scoring.runner import score_pending, scored_elsewise
 from wasteaudit.storage.engine import create_engine_for
 from wasteaudit.storage.models import CallRow
 
@@ -82,3 +82,6 @@ def test_rescore_after_a_threshold_change_replaces_findings_and_is_idempotent(db
     assert second == first and len(set(second)) == len(second)
     expected = Scorer(stricter, embedder=embedder).fingerprint
     assert {row.scorer_config for row in _calls_table(engine).values() if row.scored_version} == {expected}
+    # Back on the default thresholds, both calls show up as scored under other settings.
+    assert scored_elsewise(engine, expected) == 0
+    assert scored_elsewise(engine, Scorer(ScorerConfig(), embedder=embedder).fingerprint) == 2

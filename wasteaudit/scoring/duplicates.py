@@ -196,14 +196,21 @@ class DuplicateIndex:
                 break
         scored: list[tuple[float, IndexEntry]] = []
         words = probe.prompt_words
+        n = len(words)
+        entries = self._entries
         for cid in candidates:
-            entry = self._entries.get(cid)
-            if entry is None or entry.request_hash == probe.request_hash or not self._in_window(entry, probe):
+            entry = entries.get(cid)
+            if entry is None:
+                continue
+            # Jaccard first (most candidates fail it), bounded by the size ratio before any set work.
+            m = len(entry.prompt_words)
+            if min(n, m) < min_jaccard * max(n, m):
                 continue
             shared = len(words & entry.prompt_words)
-            score = shared / (len(words) + len(entry.prompt_words) - shared)
-            if score >= min_jaccard:
-                scored.append((score, entry))
+            score = shared / (n + m - shared)
+            if score < min_jaccard or entry.request_hash == probe.request_hash or not self._in_window(entry, probe):
+                continue
+            scored.append((score, entry))
         scored.sort(key=lambda item: (-item[0], -item[1].started_at))
         return scored[:limit]
 

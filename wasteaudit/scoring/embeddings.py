@@ -148,7 +148,7 @@ class EmbeddingStore:
     encoder thread just turns a list of texts into vectors.
     """
 
-    def __init__(self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 128) -> None:
+    def __init__(self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 32) -> None:
         self.embedder = embedder
         self.max_entries = max_entries
         self.chunk = chunk
@@ -157,10 +157,9 @@ class EmbeddingStore:
         self._inflight: list[tuple[list[str], Any]] = []
         self._inflight_keys: set[str] = set()
         self._executor: Any = None
+        self._pid = os.getpid()
         if background:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasteaudit-embed")
+            self._executor = _encoder_thread()
         self.encoded = 0
         self.hits = 0
         self.encode_calls = 0
@@ -186,6 +185,9 @@ class EmbeddingStore:
         """Start encoding the requested texts in the background once a chunk is full (no-op otherwise)."""
         if self._executor is None or len(self._pending) < self.chunk:
             return
+        if os.getpid() != self._pid:  # a forked child does not inherit the encoder thread
+            self._pid, self._executor = os.getpid(), _encoder_thread()
+            self._inflight, self._inflight_keys = [], set()
         keys, texts = self._take()
         self._inflight.append((keys, self._executor.submit(self.embedder.encode, texts)))
         self._inflight_keys.update(keys)
@@ -211,6 +213,9 @@ class EmbeddingStore:
             keys, texts = self._take()
             self._put(keys, self.embedder.encode(texts))
             done += len(keys)
+        if self._executor is not None and os.getpid() != self._pid:
+            self._pid, self._executor = os.getpid(), _encoder_thread()
+            self._inflight, self._inflight_keys = [], set()
         if self._pending and self._executor is not None:
             # Queue the rest behind the running chunks: one encode at a time, never two competing.
             keys, texts = self._take()
@@ -259,3 +264,9 @@ class EmbeddingStore:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def _encoder_thread() -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasteaudit-embed")

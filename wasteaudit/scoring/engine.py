@@ -5,9 +5,10 @@ Order of work, cheapest first (DESIGN §2, issue §8):
 1. prepare each call (segments, token apportioning) and each run's use evidence;
 2. rule detectors for failed, unused and redundant output, and the duplicate-call index —
    all lexical or hash based; checks that need embeddings are *deferred*;
-3. one ``encode`` for every text the deferred checks of the whole batch need (cached by
-   content hash), then resolve them — or, without the embedding extra, fall back to the
-   rules that need none and note the gap on the calls concerned;
+3. the texts the deferred checks need (deduplicated and cached by content hash) go to the
+   model in chunks on a background thread while step 2 carries on with the next calls; at
+   the end of the batch the rest is encoded and the checks resolved — or, without the
+   embedding extra, the rules that need none stand in and the gap is noted on the calls;
 4. the ledger turns candidates into disjoint findings (failed > unused > redundant).
 
 A :class:`Scorer` keeps state that makes later batches better: the embedding cache, the
@@ -161,7 +162,9 @@ class Scorer:
                     for item in deferred[requested:]:
                         self.store.request(item.texts)
                     requested = len(deferred)
-                    self.store.send()
+                    send = getattr(self.store, "send", None)  # stand-in stores may batch only at flush
+                    if send is not None:
+                        send()
 
         gaps: dict[str, list[str]] = {}
         embedded = 0

@@ -126,7 +126,7 @@ _KEEP = frozenset(
 
 def _near_key(seg: Segment) -> tuple[str, ...]:
     """Near-exact form: stemmed words, minus stopwords that do not change the meaning."""
-    return tuple(stem(w) for w in seg.tokens if w not in STOPWORDS or w in _KEEP)
+    return tuple([stem(w) for w in seg.tokens if w not in STOPWORDS or w in _KEEP])
 
 
 def _near_exact(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -408,17 +408,17 @@ def _echo(view: CallView, ch: ChoiceView, cfg: ScorerConfig, embeddings: bool) -
     if len(ptoks) < 5:
         return [], []
     pgrams = shingles(ptoks, 5)
+    starts = {g[0] for g in pgrams}
     all_toks = words(ch.text or "")
-    rgrams = [tuple(all_toks[i : i + 5]) for i in range(max(0, len(all_toks) - 4))]
-    if rgrams and sum(1 for g in rgrams if g in pgrams) / len(rgrams) >= cfg.echo_transform_share:
+    n_grams = max(0, len(all_toks) - 4)
+    if n_grams and _echoed_grams(all_toks, pgrams, starts) / n_grams >= cfg.echo_transform_share:
         return [], []  # the task transforms the input (edit, translate, proofread): copying is the job
     out: list[Candidate] = []
     echoed: set[int] = set()
     for seg in ch.segments:
         if seg.kind in ("code", "json", "table") or seg.words < 5:
             continue
-        grams = [tuple(seg.tokens[i : i + 5]) for i in range(seg.words - 4)]
-        share = sum(1 for g in grams if g in pgrams) / len(grams)
+        share = _echoed_grams(seg.tokens, pgrams, starts) / (seg.words - 4)
         if share >= cfg.echo_ngram_share:
             echoed.add(seg.index)
             out.append(Candidate(view.id, "prompt_echo", "confirmed", 0.85, ch.index, [("seg", seg.index)],
@@ -443,6 +443,11 @@ def _echo(view: CallView, ch: ChoiceView, cfg: ScorerConfig, embeddings: bool) -
         return []
 
     return out, [Deferred(view.id, [first.text, target], resolve)]
+
+
+def _echoed_grams(tokens: list[str], pgrams: set[tuple[str, ...]], starts: set[str]) -> int:
+    """How many word 5-grams of ``tokens`` are prompt 5-grams (only positions starting a prompt 5-gram are built)."""
+    return sum(1 for i in range(len(tokens) - 4) if tokens[i] in starts and tuple(tokens[i : i + 5]) in pgrams)
 
 
 def _filler(view: CallView, ch: ChoiceView, cfg: ScorerConfig, stats: FillerStats | None) -> list[Candidate]:

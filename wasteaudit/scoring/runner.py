@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from wasteaudit.records import CallRecord
     from wasteaudit.scoring.engine import Scorer
 
-__all__ = ("score_pending", "run_worker", "RUN_TIMEOUT_S")
+__all__ = ("score_pending", "run_worker", "unscored", "scored_elsewise", "RUN_TIMEOUT_S")
 
 log = logging.getLogger("wasteaudit.scoring")
 
@@ -358,3 +358,15 @@ def unscored(engine: "Engine") -> int:
     calls = CallRow.__table__
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(calls).where(calls.c.scored_version.is_(None), calls.c.score_error.is_(None))).scalar_one())
+
+
+def scored_elsewise(engine: "Engine", fingerprint: str) -> int:
+    """How many scored calls were scored under other settings (version, thresholds or model) than ``fingerprint``."""
+    from sqlalchemy import func, or_, select
+
+    from wasteaudit.storage.models import CallRow
+
+    calls = CallRow.__table__
+    stale = or_(calls.c.scorer_config.is_(None), calls.c.scorer_config != fingerprint)
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(calls).where(calls.c.scored_version.is_not(None), stale)).scalar_one())

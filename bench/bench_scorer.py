@@ -195,6 +195,38 @@ def naive_baseline(embedder, calls, runs, batch: int) -> tuple[float, float, int
     return time.perf_counter() - t0, time.process_time() - c0, len(texts)
 
 
+def db_pass(calls, runs, batch: int) -> tuple[float, float]:
+    """The worker's path, rules only: store the mix in a fresh SQLite file, then ``score_pending`` it.
+
+    Returns (wall, CPU seconds) of ``score_pending``: claiming, reading rows and the look-back
+    window, decoding records, scoring, writing findings and per-call state.
+    """
+    import dataclasses
+    import tempfile
+
+    from wasteaudit.scoring import Scorer
+    from wasteaudit.scoring.runner import score_pending
+    from wasteaudit.storage.engine import create_engine_for
+    from wasteaudit.storage.writer import Writer
+
+    shift = time.time() - 3 * 3600 - T0  # recent, so the window query sees realistic ranges
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        writer = Writer(url, flush_interval=0.05)
+        for r in runs.values():
+            writer.submit(dataclasses.replace(r, started_at=r.started_at + shift, ended_at=(r.ended_at or r.started_at) + shift))
+        for c in calls:
+            writer.submit(dataclasses.replace(c, started_at=c.started_at + shift))
+        writer.flush(timeout=300)
+        writer.shutdown(timeout=30)
+        engine = create_engine_for(url)
+        t0, c0 = time.perf_counter(), time.process_time()
+        score_pending(engine, scorer=Scorer(embedder=None), batch_size=batch)
+        result = time.perf_counter() - t0, time.process_time() - c0
+        engine.dispose()
+    return result
+
+
 def key(f) -> tuple:
     return (f.call_id, f.subkind, f.tier, f.tokens, f.choice_index, f.segment_start, f.segment_end)
 
@@ -207,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the embedder (default: every core but one; 0 = torch's own)")
     parser.add_argument("--no-background", action="store_true", help="encode on the calling thread instead of beside the rules")
     parser.add_argument("--naive", type=int, default=300, help="calls in the naive-baseline sample (embed every segment); 0 skips it")
+    parser.add_argument("--db", action="store_true", help="also time the worker path (score_pending on SQLite, rules only)")
     parser.add_argument("--verify", action="store_true",
                         help="also score with the lexical shortcuts off (embedding decides everything) and compare the findings")
     args = parser.parse_args(argv)
@@ -249,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     print(line("warm", n, warm))
     rules = run_pass(Scorer(embedder=None), calls, runs, args.batch)
     print(line("rules-only", n, rules))
+
+    if args.db:
+        wall, cpu = db_pass(calls, runs, args.batch)
+        print(f"worker path (score_pending, SQLite, rules only): {n / wall:7.0f} calls/s wall, {n / cpu:5.0f} calls per CPU-second; "
+              f"database work is {max(0.0, 1 - rules['cpu'] / cpu):.0%} of its CPU time")
 
     if embedder is not None and args.naive:
         sample = calls[: args.naive]

@@ -122,6 +122,10 @@ class DuplicateIndex:
     def __contains__(self, call_id: str) -> bool:
         return call_id in self._entries
 
+    def get(self, call_id: str) -> IndexEntry | None:
+        """The stored entry of a call (a worker's window usually holds the batch's own calls already)."""
+        return self._entries.get(call_id)
+
     def add(self, entry: IndexEntry) -> None:
         if entry.call_id in self._entries or not entry.usable:
             return

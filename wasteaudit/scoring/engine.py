@@ -128,7 +128,8 @@ class Scorer:
         requested = 0  # deferred checks whose texts were handed to the store
         emb = self.embeddings
 
-        entries = {view.id: entry_for(view.rec) for view in list(targets.values()) + others}
+        # entry_for is a pure function of the record: reuse the window's entry when it has one.
+        entries = {view.id: self.index.get(view.id) or entry_for(view.rec) for view in list(targets.values()) + others}
         for entry in entries.values():
             self.index.add(entry)
         for view in targets.values():

@@ -266,7 +266,9 @@ def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, s
 
     calls, table = CallRow.__table__, FindingRow.__table__
     now = datetime.now(timezone.utc)
-    rates = {cid: _output_rate(rec) for cid, rec in records.items() if cid in scored}
+    # Prices only for calls with findings: pricing a call twice costs more than scoring it.
+    with_findings = {f.call_id for f in findings}
+    rates = {cid: _output_rate(rec) for cid, rec in records.items() if cid in with_findings}
     values = [
         {
             "call_id": f.call_id,

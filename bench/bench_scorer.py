@@ -155,18 +155,80 @@ def build_mix(n: int, seed: int = 7) -> tuple[list[CallRecord], dict[str, RunRec
     return calls[:n], runs
 
 
-def run_pass(scorer, calls, runs, batch: int) -> tuple[float, float, int, int]:
-    """(wall seconds, CPU seconds of this process — all threads, findings, texts embedded)."""
+def run_pass(scorer, calls, runs, batch: int) -> dict[str, float]:
+    """Score ``calls`` in batches: wall and CPU seconds (all threads), findings, texts embedded, encode calls."""
+    store = scorer.store
+    calls0 = store.encode_calls if store is not None else 0
     t0 = time.perf_counter()
     c0 = time.process_time()
-    findings = 0
+    found: list = []
     embedded = 0
     for start in range(0, len(calls), batch):
         chunk = calls[start : start + batch]
         result = scorer.score(chunk, {c.run_id: runs[c.run_id] for c in chunk if c.run_id in runs})
-        findings += len(result.findings)
+        found += result.findings
         embedded += result.stats["texts_embedded"]
-    return time.perf_counter() - t0, time.process_time() - c0, findings, embedded
+    return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "findings": found, "embedded": embedded,
+            "encodes": (store.encode_calls - calls0) if store is not None else 0}
+
+
+def line(name: str, n: int, r: dict) -> str:
+    per = r["embedded"] / n
+    chunks = f", {r['encodes']} encode calls of {r['embedded'] / r['encodes']:.0f} texts on average" if r["encodes"] else ""
+    return (f"{name}: {n / r['wall']:7.0f} calls/s wall, {n / r['cpu']:5.0f} calls per CPU-second "
+            f"({r['wall']:.2f} s, {len(r['findings'])} findings, {r['embedded']} texts embedded = {per:.2f} per call{chunks})")
+
+
+def naive_baseline(embedder, calls, runs, batch: int) -> tuple[float, float, int]:
+    """The approach the scorer avoids: the rules, plus an embedding of every segment of every call.
+
+    Returns (wall seconds, CPU seconds, texts embedded) for ``calls``; no cache, no prefilter.
+    """
+    from wasteaudit.scoring import Scorer
+    from wasteaudit.scoring.views import build_view
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    run_pass(Scorer(embedder=None), calls, runs, batch)
+    texts = [seg.text for c in calls for ch in build_view(c).choices for seg in ch.segments if seg.text.strip()]
+    for start in range(0, len(texts), 256):
+        embedder.encode(texts[start : start + 256])
+    return time.perf_counter() - t0, time.process_time() - c0, len(texts)
+
+
+def db_pass(calls, runs, batch: int) -> tuple[float, float]:
+    """The worker's path, rules only: store the mix in a fresh SQLite file, then ``score_pending`` it.
+
+    Returns (wall, CPU seconds) of ``score_pending``: claiming, reading rows and the look-back
+    window, decoding records, scoring, writing findings and per-call state.
+    """
+    import dataclasses
+    import tempfile
+
+    from wasteaudit.scoring import Scorer
+    from wasteaudit.scoring.runner import score_pending
+    from wasteaudit.storage.engine import create_engine_for
+    from wasteaudit.storage.writer import Writer
+
+    shift = time.time() - 3 * 3600 - T0  # recent, so the window query sees realistic ranges
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        writer = Writer(url, flush_interval=0.05)
+        for r in runs.values():
+            writer.submit(dataclasses.replace(r, started_at=r.started_at + shift, ended_at=(r.ended_at or r.started_at) + shift))
+        for c in calls:
+            writer.submit(dataclasses.replace(c, started_at=c.started_at + shift))
+        writer.flush(timeout=300)
+        writer.shutdown(timeout=30)
+        engine = create_engine_for(url)
+        t0, c0 = time.perf_counter(), time.process_time()
+        score_pending(engine, scorer=Scorer(embedder=None), batch_size=batch)
+        result = time.perf_counter() - t0, time.process_time() - c0
+        engine.dispose()
+    return result
+
+
+def key(f) -> tuple:
+    return (f.call_id, f.subkind, f.tier, f.tokens, f.choice_index, f.segment_start, f.segment_end)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,54 +236,91 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--rules-only", action="store_true", help="no embeddings (the fallback without the scorer extra)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for the embedder (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the embedder (default: every core but one; 0 = torch's own)")
+    parser.add_argument("--no-background", action="store_true", help="encode on the calling thread instead of beside the rules")
+    parser.add_argument("--naive", type=int, default=300, help="calls in the naive-baseline sample (embed every segment); 0 skips it")
+    parser.add_argument("--db", action="store_true", help="also time the worker path (score_pending on SQLite, rules only)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also score with the lexical shortcuts off (embedding decides everything) and compare the findings")
     args = parser.parse_args(argv)
 
-    from wasteaudit.scoring import Scorer
+    from wasteaudit.scoring import Scorer, ScorerConfig
     from wasteaudit.scoring.views import build_view
 
     calls, runs = build_mix(args.calls)
     views = [build_view(c) for c in calls[:500]]
     tokens = sum(v.billed for v in views) / len(views)
     segs = sum(len(ch.segments) for v in views for ch in v.choices) / len(views)
-    print(f"mix: {len(calls)} calls in batches of {args.batch}; mean {tokens:.0f} output tokens and {segs:.1f} segments per call")
+    n = len(calls)
+    print(f"mix: {n} calls in batches of {args.batch}; mean {tokens:.0f} output tokens and {segs:.1f} segments per call")
     print("     " + ", ".join(f"{int(s * 100)}% {k}" for s, k in MIX))
 
+    background = not args.no_background
     t = time.perf_counter()
-    if args.rules_only:
-        scorer = Scorer(embedder=None)
-    else:
+    embedder = None
+    if not args.rules_only:
         from wasteaudit.scoring.embeddings import SentenceTransformerEmbedder, default_model_path
 
-        scorer = Scorer(embedder=SentenceTransformerEmbedder(default_model_path(), threads=args.threads))
-    if scorer.store is not None:
-        scorer.store.vector("warm up the model")
-        print(f"model load: {time.perf_counter() - t:.1f} s")
-    store = scorer.store
+        embedder = SentenceTransformerEmbedder(default_model_path(), threads=args.threads)
+        embedder.encode(["warm up the model"])
+        import torch
+
+        print(f"model load: {time.perf_counter() - t:.1f} s; torch threads {torch.get_num_threads()}, "
+              f"encoder {'in a background thread beside the rules' if background else 'on the calling thread'}")
+
+    def fresh(config: ScorerConfig | None = None) -> Scorer:
+        return Scorer(config, embedder=embedder, background=background)
 
     load = os.getloadavg()[0]
-    cold, cold_cpu, found, embedded = run_pass(scorer, calls, runs, args.batch)
-    print(f"cold: {len(calls) / cold:7.0f} calls/s wall, {len(calls) / cold_cpu:5.0f} calls per CPU-second "
-          f"({cold:.2f} s, {found} findings, {embedded} texts embedded = {embedded / len(calls):.2f}/call)")
+    scorer = fresh()
+    cold = run_pass(scorer, calls, runs, args.batch)
+    print(line("cold", n, cold))
+    # Warm: a new duplicate window and filler statistics, the embedding cache of the cold pass.
+    warm_scorer = fresh()
+    warm_scorer.store = scorer.store
+    warm = run_pass(warm_scorer, calls, runs, args.batch)
+    print(line("warm", n, warm))
+    rules = run_pass(Scorer(embedder=None), calls, runs, args.batch)
+    print(line("rules-only", n, rules))
 
-    warm_scorer = Scorer(embedder=None) if args.rules_only else Scorer(embedder=store.embedder if store else None)
-    if store is not None:
-        warm_scorer.store = store
-    warm, warm_cpu, found2, embedded2 = run_pass(warm_scorer, calls, runs, args.batch)
-    print(f"warm: {len(calls) / warm:7.0f} calls/s wall, {len(calls) / warm_cpu:5.0f} calls per CPU-second "
-          f"({warm:.2f} s, {found2} findings, {embedded2} texts embedded)")
+    if args.db:
+        wall, cpu = db_pass(calls, runs, args.batch)
+        print(f"worker path (score_pending, SQLite, rules only): {n / wall:7.0f} calls/s wall, {n / cpu:5.0f} calls per CPU-second; "
+              f"database work is {max(0.0, 1 - rules['cpu'] / cpu):.0%} of its CPU time")
+
+    if embedder is not None and args.naive:
+        sample = calls[: args.naive]
+        wall, cpu, texts = naive_baseline(embedder, sample, runs, args.batch)
+        print(f"naive (embed every segment, {len(sample)}-call sample): {len(sample) / wall:7.0f} calls/s wall, "
+              f"{len(sample) / cpu:5.0f} calls per CPU-second, {texts / len(sample):.1f} texts embedded per call; "
+              f"cold is {(n / cold['wall']) / (len(sample) / wall):.1f}x faster (wall), {(n / cold['cpu']) / (len(sample) / cpu):.1f}x (CPU)")
+
+    if embedder is not None and args.verify:
+        ref = fresh(ScorerConfig(lexical_shortcuts=False))
+        ref.store = scorer.store  # the same vectors: only the extra texts are encoded
+        reference = run_pass(ref, calls, runs, args.batch)
+        a, b = sorted(map(key, cold["findings"])), sorted(map(key, reference["findings"]))
+        print(f"verify: {len(a)} findings with lexical shortcuts, {len(b)} with embeddings deciding everything "
+              f"({reference['embedded']} more texts embedded): {'identical' if a == b else 'DIFFERENT'}")
+        for item in sorted(set(a) - set(b)):
+            print(f"  only with shortcuts: {item}")
+        for item in sorted(set(b) - set(a)):
+            print(f"  only with embeddings: {item}")
+
     print(f"load average at start {load:.1f} on {os.cpu_count()} CPUs (wall figures need an otherwise idle machine)")
     # Memory in a separate pass: tracemalloc slows Python down several times, so it must not
     # run during the timed passes. Fresh window and filler stats, as in the cold pass.
     mem_scorer = Scorer(embedder=None)
-    mem_scorer.store = store
+    mem_scorer.store = scorer.store
     tracemalloc.start()
     run_pass(mem_scorer, calls, runs, args.batch)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory: {peak / 2**20:.1f} MiB Python allocations while scoring {len(calls)} calls (tracemalloc, separate pass), "
+    print(f"peak memory: {peak / 2**20:.1f} MiB Python allocations while scoring {n} calls (tracemalloc, separate pass), "
           f"{rss:.0f} MiB max RSS of the process (incl. model and torch)")
+    if scorer.store is not None:
+        scorer.store.close()
     return 0
 
 

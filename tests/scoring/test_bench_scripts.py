@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_scorer_runs_on_a_small_rules_only_mix():
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_scorer.py"), "--calls", "150", "--batch", "50", "--rules-only"],
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_scorer.py"), "--calls", "150", "--batch", "50", "--rules-only", "--db"],
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert "cold:" in out and "warm:" in out and "peak memory" in out and "segments per call" in out
+    assert "rules-only:" in out and "worker path" in out and "texts embedded" in out
 
 
 def test_calibrate_public_reads_mrpc_format(tmp_path):

@@ -175,6 +175,12 @@ def score(args: argparse.Namespace) -> int:
         task = bar.add_task("scoring calls", total=unscored(engine))
         count = score_pending(engine, batch_size=args.batch_size, progress=lambda done: bar.update(task, completed=done), scorer=_scorer(args))
     print(f"scored {count} calls")
+    from wasteaudit.scoring import Scorer
+    from wasteaudit.scoring.runner import scored_elsewise
+
+    stale = scored_elsewise(engine, Scorer().fingerprint)
+    if stale:
+        print(f"{stale} calls were scored under other settings (scorer version, thresholds or model); `wasteaudit score --rescore` rescores them")
     return 0
 
 

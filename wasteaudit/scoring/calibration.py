@@ -93,6 +93,9 @@ class _Collector:
         for text in texts:
             self.texts[text] = None
 
+    def send(self) -> None:
+        pass
+
     def flush(self) -> int:
         return 0
 

@@ -122,6 +122,10 @@ class DuplicateIndex:
     def __contains__(self, call_id: str) -> bool:
         return call_id in self._entries
 
+    def get(self, call_id: str) -> IndexEntry | None:
+        """The stored entry of a call (a worker's window usually holds the batch's own calls already)."""
+        return self._entries.get(call_id)
+
     def add(self, entry: IndexEntry) -> None:
         if entry.call_id in self._entries or not entry.usable:
             return
@@ -196,14 +200,21 @@ class DuplicateIndex:
                 break
         scored: list[tuple[float, IndexEntry]] = []
         words = probe.prompt_words
+        n = len(words)
+        entries = self._entries
         for cid in candidates:
-            entry = self._entries.get(cid)
-            if entry is None or entry.request_hash == probe.request_hash or not self._in_window(entry, probe):
+            entry = entries.get(cid)
+            if entry is None:
+                continue
+            # Jaccard first (most candidates fail it), bounded by the size ratio before any set work.
+            m = len(entry.prompt_words)
+            if min(n, m) < min_jaccard * max(n, m):
                 continue
             shared = len(words & entry.prompt_words)
-            score = shared / (len(words) + len(entry.prompt_words) - shared)
-            if score >= min_jaccard:
-                scored.append((score, entry))
+            score = shared / (n + m - shared)
+            if score < min_jaccard or entry.request_hash == probe.request_hash or not self._in_window(entry, probe):
+                continue
+            scored.append((score, entry))
         scored.sort(key=lambda item: (-item[0], -item[1].started_at))
         return scored[:limit]
 
@@ -230,6 +241,32 @@ def prompt_guard(a: str, b: str) -> str | None:
     return None
 
 
+#: Words whose change changes an answer: a lexical "same answer" never lets them differ.
+_PIVOTS = frozenset(
+    "not no never none nor neither nothing nobody cannot yes true false correct incorrect wrong right left up down "
+    "more less most least before after above below over under only all any every each first last".split()
+)
+_SAME_ANSWER_MIN_WORDS = 20
+_SAME_ANSWER_MAX_CHANGED = 0.05
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Two answers that are the same text but for a few substituted words (≤ 5 %, at least 20 words).
+
+    Numbers, negations and pivot words ("left", "more", "before") must not be among the changes,
+    and no words may be added or dropped: those are the edits that change what an answer says.
+    """
+    if not a or not b or numbers(a) != numbers(b):
+        return False
+    ta, tb = words(a), words(b)
+    if len(ta) != len(tb) or len(ta) < _SAME_ANSWER_MIN_WORDS:
+        return False
+    changed = [(x, y) for x, y in zip(ta, tb) if x != y]
+    if len(changed) > _SAME_ANSWER_MAX_CHANGED * len(ta):
+        return False
+    return all(x not in _PIVOTS and y not in _PIVOTS and negation_count((x, y)) == 0 for x, y in changed)
+
+
 def _agree_cheap(a: IndexEntry, b: IndexEntry) -> str | None:
     if a.response_json is not None and b.response_json is not None:
         return "equal parsed JSON" if a.response_json == b.response_json else "json-differs"
@@ -254,6 +291,10 @@ def detect_duplicate(view: CallView, probe: IndexEntry, index: DuplicateIndex, c
             return [_candidate(view, earlier, "exact", agree, "confirmed", 0.95, {})], []
         if earlier.response_text and probe.response_text:
             pending.append(earlier)
+    if pending and cfg.lexical_shortcuts and embeddings and view.mode == "full" and same_answer(probe.response_text or "", pending[0].response_text or ""):
+        # The newest earlier answer differs only in a few harmless words: its cosine is far above
+        # the threshold, so it is the match the embedding check would return first.
+        return [_candidate(view, pending[0], "exact", "responses agree", "confirmed", 0.9, {"response_match": "lexical"})], []
     if not embeddings or view.mode != "full":
         return [], []
     semantic: list[tuple[IndexEntry, str | None]] = []
@@ -285,7 +326,10 @@ def detect_duplicate(view: CallView, probe: IndexEntry, index: DuplicateIndex, c
                 continue
             agree = _agree_cheap(earlier, probe)
             extra: dict[str, Any] = {"prompt_cosine": round(pcos, 3)}
-            if agree is None:
+            if agree is None and earlier.call_id in lexical_same:
+                agree = "responses agree"
+                extra["response_match"] = "lexical"
+            elif agree is None:
                 na, nb = numbers(probe.response_text or ""), numbers(earlier.response_text or "")
                 if not (na <= nb or nb <= na):
                     continue  # the answers state different figures: not the same answer
@@ -306,10 +350,14 @@ def detect_duplicate(view: CallView, probe: IndexEntry, index: DuplicateIndex, c
     texts: list[str] = []
     for earlier in pending:
         texts += [probe.response_text or "", earlier.response_text or ""]
+    lexical_same: set[str] = set()
     for earlier, _ in semantic:
         texts += [probe.prompt or "", earlier.prompt or ""]
         if probe.response_text and earlier.response_text:
-            texts += [probe.response_text, earlier.response_text]
+            if cfg.lexical_shortcuts and same_answer(probe.response_text, earlier.response_text):
+                lexical_same.add(earlier.call_id)
+            else:
+                texts += [probe.response_text, earlier.response_text]
     return [], [Deferred(view.id, [t for t in texts if t], resolve)]
 
 

@@ -5,9 +5,10 @@ Order of work, cheapest first (DESIGN §2, issue §8):
 1. prepare each call (segments, token apportioning) and each run's use evidence;
 2. rule detectors for failed, unused and redundant output, and the duplicate-call index —
    all lexical or hash based; checks that need embeddings are *deferred*;
-3. one ``encode`` for every text the deferred checks of the whole batch need (cached by
-   content hash), then resolve them — or, without the embedding extra, fall back to the
-   rules that need none and note the gap on the calls concerned;
+3. the texts the deferred checks need (deduplicated and cached by content hash) go to the
+   model in chunks on a background thread while step 2 carries on with the next calls; at
+   the end of the batch the rest is encoded and the checks resolved — or, without the
+   embedding extra, the rules that need none stand in and the gap is noted on the calls;
 4. the ledger turns candidates into disjoint findings (failed > unused > redundant).
 
 A :class:`Scorer` keeps state that makes later batches better: the embedding cache, the
@@ -30,8 +31,8 @@ from wasteaudit.scoring.failed import detect_failed
 from wasteaudit.scoring.findings import CallCoverage, Finding
 from wasteaudit.scoring.ledger import Candidate, Deferred, assign
 from wasteaudit.scoring.redundant import FillerStats, boundary_keys, detect_redundant
-from wasteaudit.scoring.settings import ScorerConfig
-from wasteaudit.scoring.unused import compute_coverage, detect_unused
+from wasteaudit.scoring.settings import ScorerConfig, config_fingerprint
+from wasteaudit.scoring.unused import compute_coverage, detect_unused, use_coverage
 from wasteaudit.scoring.views import CallView, build_view
 
 __all__ = ("Scorer", "ScoreResult", "score_batch", "default_scorer")
@@ -64,7 +65,9 @@ class Scorer:
         index: DuplicateIndex | None = None,
         filler: FillerStats | None = None,
         cache_size: int = 50_000,
+        background: bool = True,
     ) -> None:
+        """``background``: encode in a helper thread while the cheap checks of later calls run."""
         self.config = config or ScorerConfig()
         self.index = index if index is not None else DuplicateIndex(window_s=self.config.dup_window_s)
         self.filler = filler if filler is not None else FillerStats()
@@ -84,11 +87,19 @@ class Scorer:
         if embedder is not None:
             from wasteaudit.scoring.embeddings import EmbeddingStore
 
-            self.store = EmbeddingStore(embedder, max_entries=cache_size)
+            self.store = EmbeddingStore(embedder, max_entries=cache_size, background=background)
 
     @property
     def embeddings(self) -> bool:
         return self.store is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """What scored the calls: version, thresholds and model (see :func:`config_fingerprint`)."""
+        from wasteaudit.scoring import SCORER_VERSION
+
+        model = getattr(self.store.embedder, "name", "embedder") if self.store is not None else None
+        return config_fingerprint(self.config, SCORER_VERSION, model)
 
     def score(
         self,
@@ -113,9 +124,12 @@ class Scorer:
         deferred: list[Deferred] = []
         errors: dict[str, str] = {}
         observable: dict[str, bool] = {}
+        judged: dict[str, float | None] = {}
+        requested = 0  # deferred checks whose texts were handed to the store
         emb = self.embeddings
 
-        entries = {view.id: entry_for(view.rec) for view in list(targets.values()) + others}
+        # entry_for is a pure function of the record: reuse the window's entry when it has one.
+        entries = {view.id: self.index.get(view.id) or entry_for(view.rec) for view in list(targets.values()) + others}
         for entry in entries.values():
             self.index.add(entry)
         for view in targets.values():
@@ -131,6 +145,7 @@ class Scorer:
                 deferred += more
                 found, more, seen = detect_unused(view, ctx, cfg, emb)
                 observable[view.id] = seen
+                judged[view.id] = use_coverage(view, ctx, seen)
                 candidates += found
                 deferred += more
                 found, more = detect_redundant(view, ctx, cfg, self.filler, emb)
@@ -142,12 +157,21 @@ class Scorer:
             except Exception as exc:  # one odd record must not stop the batch
                 errors[view.id] = f"{type(exc).__name__}: {exc}"[:500]
                 log.exception("scoring call %s failed", view.id)
+            else:
+                if self.store is not None and len(deferred) > requested:
+                    # Texts go to the encoder as soon as a chunk is full; the rules carry on meanwhile.
+                    for item in deferred[requested:]:
+                        self.store.request(item.texts)
+                    requested = len(deferred)
+                    send = getattr(self.store, "send", None)  # stand-in stores may batch only at flush
+                    if send is not None:
+                        send()
 
         gaps: dict[str, list[str]] = {}
         embedded = 0
         if deferred:
             if self.store is not None:
-                for item in deferred:
+                for item in deferred[requested:]:
                     self.store.request(item.texts)
                 embedded = self.store.flush()
                 for item in deferred:
@@ -177,6 +201,7 @@ class Scorer:
                 use_observable=observable.get(v.id, False),
                 embeddings=emb,
                 gaps=v.gaps + gaps.get(v.id, []) + ([self.embedding_gap] if self.embedding_gap else []),
+                use_coverage=judged.get(v.id),
             )
             for v in ok_views.values()
         ]

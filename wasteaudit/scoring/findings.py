@@ -72,3 +72,6 @@ class CallCoverage:
     use_observable: bool
     embeddings: bool
     gaps: list[str] = field(default_factory=list)
+    #: Share of the billed output tokens whose use was judged (0 where use is unknown; ``None``
+    #: when the call billed no output). Stored as ``wasteaudit_calls.use_coverage``.
+    use_coverage: float | None = None

@@ -103,8 +103,13 @@ def detect_redundant(view: CallView, ctx: RunContext, cfg: ScorerConfig, filler:
         out.extend(_exact_repeats(view, ch, cfg, taken, verse))
         out.extend(_loops(view, ch, cfg, taken))
         if embeddings and not verse:
-            deferred.extend(_restatements(view, ch, cfg, taken))
-            deferred.extend(_near_duplicates(view, ch, cfg, taken))
+            found, more = _restatements(view, ch, cfg, taken)
+            out.extend(found)
+            deferred.extend(more)
+            # A segment already confirmed as a restatement cannot also become a `possible`
+            # near-duplicate (the ledger gives its tokens to the confirmed label): not worth embedding.
+            decided = {unit[1] for c in found for unit in c.units or ()}
+            deferred.extend(_near_duplicates(view, ch, cfg, taken, decided))
         echo, more = _echo(view, ch, cfg, embeddings)
         out.extend(echo)
         deferred.extend(more)
@@ -121,7 +126,7 @@ _KEEP = frozenset(
 
 def _near_key(seg: Segment) -> tuple[str, ...]:
     """Near-exact form: stemmed words, minus stopwords that do not change the meaning."""
-    return tuple(stem(w) for w in seg.tokens if w not in STOPWORDS or w in _KEEP)
+    return tuple([stem(w) for w in seg.tokens if w not in STOPWORDS or w in _KEEP])
 
 
 def _near_exact(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -275,12 +280,17 @@ def _closing_blocks(segs: list[Segment]) -> set[int]:
     return {blocks[-1]} if len(blocks) >= 3 else set()
 
 
-def _restatements(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: set[int]) -> list[Deferred]:
-    """Summary / back-reference / closing segments that restate an earlier segment (confirmed at cos ≥ 0.85)."""
+def _restatements(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: set[int]) -> tuple[list[Candidate], list[Deferred]]:
+    """Summary / back-reference / closing segments that restate an earlier segment (confirmed at cos ≥ 0.85).
+
+    A cue segment whose words after the cue repeat an earlier candidate's in order ("In summary,
+    <sentence 1>") is decided here, without embeddings: such a pair's cosine is far above 0.85.
+    """
     segs = ch.segments
     closing = _closing_blocks(segs)
     first_block = segs[0].block
     pairs: list[tuple[int, int, str]] = []
+    lexical: list[Candidate] = []
     for seg in segs:
         if seg.index in taken or not seg.embeddable or seg.kind == "heading":
             continue
@@ -303,10 +313,17 @@ def _restatements(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: set[
             # paragraph must also repeat most of an earlier segment's words to be worth embedding.
             if ov >= (cfg.restate_prefilter if cue != "closing" else cfg.restate_closing_prefilter):
                 scored.append((ov, other.index))
-        for _, j in sorted(scored, reverse=True)[: 2 if cue != "closing" else 1]:
+        ranked = sorted(scored, reverse=True)[: 2 if cue != "closing" else 1]
+        same = _restated_verbatim(seg, [segs[j] for _, j in ranked]) if cfg.lexical_shortcuts and cue != "closing" and ranked else None
+        if same is not None:
+            lexical.append(Candidate(view.id, "repetition", "confirmed", 0.9, ch.index, [("seg", seg.index)],
+                                     evidence={"rule": "restatement", "cue": cue, "method": "lexical",
+                                               "reason": "restates an earlier segment in the same words", "restates_segment": same}))
+            continue
+        for _, j in ranked:
             pairs.append((seg.index, j, cue))
     if not pairs:
-        return []
+        return lexical, []
 
     def resolve(store: Any) -> list[Candidate]:
         best: dict[int, tuple[float, int, str]] = {}
@@ -321,15 +338,37 @@ def _restatements(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: set[
         ]
 
     texts = sorted({segs[i].text for p in pairs for i in p[:2]})
-    return [Deferred(view.id, texts, resolve)]
+    return lexical, [Deferred(view.id, texts, resolve)]
 
 
-def _near_duplicates(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: set[int]) -> list[Deferred]:
-    """Any other pair at cos ≥ 0.90 after structural filters: `possible` only."""
+def _restated_verbatim(seg: Segment, ranked: list[Segment]) -> int | None:
+    """The best-ranked earlier segment that ``seg`` repeats word for word once its cue is cut off.
+
+    Only the first-ranked candidate may decide: the embedding path would pick the highest
+    cosine, and for a verbatim restatement that is the segment with the most shared words.
+    """
+    other = ranked[0]
+    rest = SUMMARY_CUE.sub("", seg.text, count=1)
+    rest = BACKREF_CUE.sub(" ", rest, count=1)
+    tokens = words(rest)
+    if len(tokens) < 4 or numbers(rest) != numbers(other.text):
+        return None
+    key = tuple(stem(w) for w in tokens if w not in STOPWORDS or w in _KEEP)
+    return other.index if _near_exact(key, _near_key(other)) else None
+
+
+def _near_duplicates(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: set[int], decided: set[int] = frozenset()) -> list[Deferred]:
+    """Any other pair at cos ≥ 0.90 after structural filters: `possible` only.
+
+    ``decided``: segments already labelled confirmed; they are not labelled again, but stay
+    available as the earlier half of a pair.
+    """
     segs = [s for s in ch.segments if s.words >= cfg.repeat_min_words and s.kind in ("sentence", "item") and s.index not in taken]
     segs = [s for s in segs if len(_NONLETTER.findall(s.text)) <= 0.15 * len(s.text)]
     pairs: list[tuple[int, int]] = []
     for a_pos, b in enumerate(segs):
+        if b.index in decided:
+            continue
         cb = set(b.content)
         for a in segs[:a_pos]:
             if a.norm == b.norm:
@@ -369,17 +408,17 @@ def _echo(view: CallView, ch: ChoiceView, cfg: ScorerConfig, embeddings: bool) -
     if len(ptoks) < 5:
         return [], []
     pgrams = shingles(ptoks, 5)
+    starts = {g[0] for g in pgrams}
     all_toks = words(ch.text or "")
-    rgrams = [tuple(all_toks[i : i + 5]) for i in range(max(0, len(all_toks) - 4))]
-    if rgrams and sum(1 for g in rgrams if g in pgrams) / len(rgrams) >= cfg.echo_transform_share:
+    n_grams = max(0, len(all_toks) - 4)
+    if n_grams and _echoed_grams(all_toks, pgrams, starts) / n_grams >= cfg.echo_transform_share:
         return [], []  # the task transforms the input (edit, translate, proofread): copying is the job
     out: list[Candidate] = []
     echoed: set[int] = set()
     for seg in ch.segments:
         if seg.kind in ("code", "json", "table") or seg.words < 5:
             continue
-        grams = [tuple(seg.tokens[i : i + 5]) for i in range(seg.words - 4)]
-        share = sum(1 for g in grams if g in pgrams) / len(grams)
+        share = _echoed_grams(seg.tokens, pgrams, starts) / (seg.words - 4)
         if share >= cfg.echo_ngram_share:
             echoed.add(seg.index)
             out.append(Candidate(view.id, "prompt_echo", "confirmed", 0.85, ch.index, [("seg", seg.index)],
@@ -404,6 +443,11 @@ def _echo(view: CallView, ch: ChoiceView, cfg: ScorerConfig, embeddings: bool) -
         return []
 
     return out, [Deferred(view.id, [first.text, target], resolve)]
+
+
+def _echoed_grams(tokens: list[str], pgrams: set[tuple[str, ...]], starts: set[str]) -> int:
+    """How many word 5-grams of ``tokens`` are prompt 5-grams (only positions starting a prompt 5-gram are built)."""
+    return sum(1 for i in range(len(tokens) - 4) if tokens[i] in starts and tuple(tokens[i : i + 5]) in pgrams)
 
 
 def _filler(view: CallView, ch: ChoiceView, cfg: ScorerConfig, stats: FillerStats | None) -> list[Candidate]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from wasteaudit.scoring import SCORER_VERSION
 from wasteaudit.scoring.duplicates import load_rows
-from wasteaudit.scoring.findings import Finding
+from wasteaudit.scoring.findings import CallCoverage, Finding
 from wasteaudit.scoring.records_io import call_from_row, epoch, run_from_row, score_from_row
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from wasteaudit.records import CallRecord
     from wasteaudit.scoring.engine import Scorer
 
-__all__ = ("score_pending", "run_worker", "claim", "unscored", "score_errors", "RUN_TIMEOUT_S", "MAX_SCORE_ATTEMPTS")
+__all__ = ("score_pending", "run_worker", "claim", "unscored", "score_errors", "scored_elsewise", "RUN_TIMEOUT_S", "MAX_SCORE_ATTEMPTS")
 
 log = logging.getLogger("wasteaudit.scoring")
 
@@ -215,9 +215,11 @@ def _score_claimed(engine: "Engine", scorer: "Scorer", worker: str, ids: Sequenc
             continue
 
     findings: list[Finding] = []
+    coverage: dict[str, CallCoverage] = {}
     try:
         result = scorer.score(records, runs_by_id, score_records, context_calls=context)
         findings, errors = result.findings, {**errors, **result.errors}
+        coverage = {c.call_id: c for c in result.coverage}
     except Exception as exc:  # isolate the call that breaks the batch
         log.exception("batch scoring failed; retrying call by call")
         for rec in records:
@@ -225,11 +227,19 @@ def _score_claimed(engine: "Engine", scorer: "Scorer", worker: str, ids: Sequenc
                 one = scorer.score([rec], runs_by_id, score_records, context_calls=context)
                 findings += one.findings
                 errors.update(one.errors)
+                coverage.update((c.call_id, c) for c in one.coverage)
             except Exception as inner:
                 errors[rec.id] = f"{type(inner).__name__}: {inner}"[:500] or repr(exc)
     by_id = {r.id: r for r in records}
     scored_ids = [r.id for r in records if r.id not in errors]
-    return _write(engine, worker, scored_ids, errors, [f for f in findings if f.call_id not in errors], by_id)
+    return _write(engine, worker, scored_ids, errors, [f for f in findings if f.call_id not in errors], by_id, coverage, _fingerprint(scorer))
+
+
+def _fingerprint(scorer: "Scorer") -> str | None:
+    try:
+        return str(scorer.fingerprint)
+    except Exception:  # a stand-in scorer without one: the column stays empty
+        return None
 
 
 def _load_window(conn: Any, scorer: "Scorer", rows: list[dict[str, Any]], window: dict[str, float]) -> None:
@@ -278,15 +288,18 @@ def _load_window(conn: Any, scorer: "Scorer", rows: list[dict[str, Any]], window
     window["hi"] = hi if have_hi is None else max(hi, have_hi)
 
 
-def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, str], findings: list[Finding], records: dict[str, Any]) -> int:
+def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, str], findings: list[Finding], records: dict[str, Any],
+           coverage: dict[str, CallCoverage] | None = None, fingerprint: str | None = None) -> int:
     """Store one batch's results; returns how many calls this worker marked (scored or failed)."""
-    from sqlalchemy import delete, insert, update
+    from sqlalchemy import bindparam, delete, insert, update
 
     from wasteaudit.storage.models import CallRow, FindingRow
 
     calls, table = CallRow.__table__, FindingRow.__table__
     now = datetime.now(timezone.utc)
-    rates = {cid: _output_rate(rec) for cid, rec in records.items() if cid in scored}
+    # Prices only for calls with findings: pricing a call twice costs more than scoring it.
+    with_findings = {f.call_id for f in findings}
+    rates = {cid: _output_rate(rec) for cid, rec in records.items() if cid in with_findings}
     values = [
         {
             "call_id": f.call_id,
@@ -310,12 +323,21 @@ def _write(engine: "Engine", worker: str, scored: list[str], errors: dict[str, s
         # The lease fences the write: mark first (row locks), then write findings only for the calls
         # still ours. A worker whose lease expired and was taken over writes nothing, so a call is
         # never scored twice and two workers never interleave their findings.
-        mine = _mark(conn, calls, worker, scored, {"scored_version": SCORER_VERSION, "score_error": None})
+        mine = _mark(conn, calls, worker, scored, {"scored_version": SCORER_VERSION, "score_error": None, "scorer_config": fingerprint})
         values = [v for v in values if v["call_id"] in mine]
         if mine:
             conn.execute(delete(table).where(table.c.call_id.in_(sorted(mine)), table.c.scorer_version == SCORER_VERSION))
             if values:
                 conn.execute(insert(table), values)
+        if mine and coverage:
+            # One statement for the batch, one parameter set per call (its coverage differs).
+            conn.execute(
+                update(calls)
+                .where(calls.c.id == bindparam("b_id"))
+                .values(use_observed=bindparam("b_observed"), use_coverage=bindparam("b_coverage")),
+                [{"b_id": cid, "b_observed": cov.use_observable if (cov := coverage.get(cid)) else None,
+                  "b_coverage": cov.use_coverage if cov else None} for cid in sorted(mine)],
+            )
         failed = 0
         for cid, message in errors.items():
             failed += len(_mark(conn, calls, worker, [cid], {"score_error": message[:2000]}))
@@ -408,3 +430,15 @@ def score_errors(engine: "Engine", limit: int = 5) -> tuple[int, list[tuple[str,
         count = int(conn.execute(select(func.count()).select_from(calls).where(failed)).scalar_one())
         rows = conn.execute(select(calls.c.id, calls.c.score_error).where(failed).order_by(calls.c.started_at.desc()).limit(limit)).all()
     return count, [(row[0], row[1]) for row in rows]
+
+
+def scored_elsewise(engine: "Engine", fingerprint: str) -> int:
+    """How many scored calls were scored under other settings (version, thresholds or model) than ``fingerprint``."""
+    from sqlalchemy import func, or_, select
+
+    from wasteaudit.storage.models import CallRow
+
+    calls = CallRow.__table__
+    stale = or_(calls.c.scorer_config.is_(None), calls.c.scorer_config != fingerprint)
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(calls).where(calls.c.scored_version.is_not(None), stale)).scalar_one())

@@ -8,13 +8,20 @@ Another embedding model needs its own calibration before these numbers mean anyt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
-__all__ = ("ScorerConfig",)
+__all__ = ("ScorerConfig", "config_fingerprint")
 
 
 @dataclass(frozen=True, slots=True)
 class ScorerConfig:
+    # -- pipeline ------------------------------------------------------------------------------
+    #: Decide the plainly lexical cases without embeddings: a summary/back-reference whose words
+    #: (after the cue) repeat an earlier segment in order, and two answers to the same request that
+    #: differ only in a few non-number, non-negation words. Off = embed them like the rest (the
+    #: reference pass the benchmark compares against to show the findings do not change).
+    lexical_shortcuts: bool = True
     # -- unused -------------------------------------------------------------------------------
     #: A segment is used when this share of its word 3-grams appears in the result (alignment).
     use_lexical: float = 0.5
@@ -75,3 +82,15 @@ class ScorerConfig:
     refusal_max_words: int = 60
     #: Cosine to refusal exemplars for an embedding-only refusal (`possible`).
     refusal_cosine: float = 0.8
+
+
+def config_fingerprint(config: ScorerConfig, version: int, model: str | None) -> str:
+    """16 hex digits naming what decides a call's findings: scorer version, every threshold, the model.
+
+    Stored per scored call (``wasteaudit_calls.scorer_config``): calls whose fingerprint differs
+    from the current scorer's were scored under other settings and are worth a ``--rescore``.
+    """
+    from wasteaudit.scoring.lexical import digest
+
+    payload = json.dumps({"version": version, "config": asdict(config), "model": model or "rules-only"}, sort_keys=True)
+    return digest(payload, 8)

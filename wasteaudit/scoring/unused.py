@@ -27,7 +27,7 @@ from wasteaudit.scoring.lexical import overlap, shingles
 from wasteaudit.scoring.settings import ScorerConfig
 from wasteaudit.scoring.views import CallView, ChoiceView
 
-__all__ = ("compute_coverage", "detect_unused")
+__all__ = ("compute_coverage", "detect_unused", "use_coverage")
 
 
 def compute_coverage(view: CallView, ctx: RunContext) -> None:
@@ -49,6 +49,28 @@ def compute_coverage(view: CallView, ctx: RunContext) -> None:
                 cov = max(cov, later.coverage(seg))
             covs.append(cov)
         ch.coverage = covs
+
+
+def use_coverage(view: CallView, ctx: RunContext, observable: bool) -> float | None:
+    """Share of the call's billed output tokens whose use the unused detector could judge.
+
+    Judged: the text segments of every choice and an abandoned stream's unread tail, when use is
+    observable and the result was not cut at the capture cap. Not judged: reasoning and tool-call
+    tokens (they drive the app, not its result), content the scorer does not hold, and every
+    token of a call whose use is unknown. ``None`` when the call billed no output tokens.
+    """
+    if view.billed <= 0:
+        return None
+    if not observable or view.mode == "none":
+        return 0.0
+    judged = 0
+    for ch in view.choices:
+        if ("tail",) in ch.units and view.rec.stream_state == "abandoned":
+            judged += ch.units[("tail",)].tokens
+        if ctx.use.truncated and not ctx.use.json_access:
+            continue
+        judged += sum(ch.seg_tokens(seg.index) for seg in ch.segments)
+    return round(min(1.0, judged / view.billed), 4)
 
 
 def _used(cov: float, cfg: ScorerConfig) -> bool:

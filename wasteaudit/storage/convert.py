@@ -276,6 +276,9 @@ def call_rows(
         "lease_until": None,
         "score_error": None,
         "score_attempts": None,
+        "use_observed": None,
+        "use_coverage": None,
+        "scorer_config": None,
     }
     changed = False
     for column in _CALL_TEXT_COLUMNS:

@@ -183,6 +183,11 @@ class CallRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     score_error: Mapped[str | None] = mapped_column(Text)
     score_attempts: Mapped[int | None] = mapped_column(Integer)  # leases taken; NULL = never leased
+    # what the scorer could measure (NULL until scored): use observable at all, share of billed
+    # output tokens whose use was judged, and the fingerprint of the settings that scored the call
+    use_observed: Mapped[bool | None] = mapped_column(Boolean)
+    use_coverage: Mapped[float | None] = mapped_column(Double)
+    scorer_config: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index("ix_wasteaudit_calls_started_at", "started_at"),

@@ -30,11 +30,10 @@ _SECRET_PATTERNS = re.compile(
     r")"
 )
 REDACTED = "[REDACTED]"
-# Every pattern above contains one of these (case-folded); a few C-speed substring scans let
-# ordinary text skip the regex, which costs far more per character.
-_KV_WORDS = ("api_key", "api-key", "apikey", "password", "secret")
+# Every pattern above but the ``sk-`` keys contains one of these (case-folded); a few C-speed substring scans let
+# ordinary text skip the regex, which costs far more per character. A key=value secret needs
+# its keyword, so the keyword alone is a (wider) trigger: the regex still decides.
 _TRIGGERS = (
-    "sk-",
     "bearer",
     "akia",
     "aiza",
@@ -45,18 +44,31 @@ _TRIGGERS = (
     "ghr_",
     "xox",
     "authorization",
-    *(word + sep for word in _KV_WORDS for sep in ("=", ":", '"', "'", " =", " :")),
+    "api_key",
+    "api-key",
+    "apikey",
+    "password",
+    "secret",
 )
+# The shortest text the patterns can match (``xoxa-`` + 10, ``secret:`` + 8); shorter text such
+# as a message's role is never scanned. tests/test_content.py checks it against the regex.
+MIN_SECRET_CHARS = 15
+# "sk-" is common in prose ("task-based", "risk-free"): the key pattern's own prefix search
+# (literal prefix, C speed) tells a key apart before the whole regex runs.
+_KEY_PREFIX = re.compile(r"sk-[A-Za-z0-9_\-]{16}")
 
 
 def scrub(text: str) -> str:
     """Replace credentials by a marker; ordinary text costs a few substring scans."""
-    if not text:
+    if len(text) < MIN_SECRET_CHARS:
         return text
+    if "sk-" in text and _KEY_PREFIX.search(text) is not None:
+        return _SECRET_PATTERNS.sub(REDACTED, text)
     folded = text.lower()
-    if not any(trigger in folded for trigger in _TRIGGERS):
-        return text
-    return _SECRET_PATTERNS.sub(REDACTED, text)
+    for trigger in _TRIGGERS:
+        if trigger in folded:
+            return _SECRET_PATTERNS.sub(REDACTED, text)
+    return text
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
@@ -80,17 +92,36 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     return repr(value)
 
 
-def _map_strings(value: Any, fn: Any) -> Any:
+def _filtered(value: Any, fn: Any, _depth: int = 0) -> Any:
+    """``_map_strings(to_jsonable(value), fn)`` in one walk: plain JSON data with ``fn`` applied to its strings."""
     if isinstance(value, str):
         return fn(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if _depth > 32:
+        return fn(repr(value))
     if isinstance(value, dict):
-        return {k: _map_strings(v, fn) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_map_strings(v, fn) for v in value]
-    return value
+        return {str(k): _filtered(v, fn, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_filtered(v, fn, _depth + 1) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return fn(f"<{len(value)} bytes>")
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            dumped = dump(mode="json", exclude_unset=True)
+        except Exception:
+            pass
+        else:
+            return _filtered(dumped, fn, _depth + 1)
+    return fn(repr(value))
 
 
 def _cap(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) * 4 <= limit:  # a code point is at most 4 bytes of UTF-8 (3 for a lone surrogate)
+        return text, False
+    if text.isascii():
+        return (text, False) if len(text) <= limit else (text[:limit], True)
     encoded = text.encode("utf-8", "surrogatepass")
     if len(encoded) <= limit:
         return text, False
@@ -142,9 +173,9 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
             if choice.tool_calls:
                 choice.tool_calls = [{"id": c.get("id"), "name": c.get("name")} for c in choice.tool_calls]
     else:
-        record.input_messages = _map_strings(to_jsonable(record.input_messages), text_fn) if record.input_messages is not None else None
+        record.input_messages = _filtered(record.input_messages, text_fn) if record.input_messages is not None else None
         record.system_instructions = (
-            _map_strings(to_jsonable(record.system_instructions), text_fn) if record.system_instructions is not None else None
+            _filtered(record.system_instructions, text_fn) if record.system_instructions is not None else None
         )
         record.tool_definitions = to_jsonable(record.tool_definitions) if record.tool_definitions is not None else None
         for choice in record.choices:
@@ -155,7 +186,7 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
             if choice.reasoning_text is not None:
                 choice.reasoning_text = text_fn(choice.reasoning_text)
             if choice.tool_calls:
-                choice.tool_calls = _map_strings(to_jsonable(choice.tool_calls), text_fn)
+                choice.tool_calls = _filtered(choice.tool_calls, text_fn)
     record.response_format = to_jsonable(record.response_format) if record.response_format is not None else None
     if record.error_message:
         record.error_message = scrub(record.error_message)[:2000]

@@ -418,3 +418,21 @@ def test_a_record_the_content_policy_fails_on_is_dropped_not_stored_unfiltered(
     assert w.flush(10)
     assert w.stats()["dropped_invalid"] == 1
     assert _count(db_url, CallRow) == 0
+
+
+def test_sqlite_timestamps_match_what_sqlalchemy_stores() -> None:
+    """The writer's cached epoch-to-text conversion is the text SQLAlchemy's DATETIME would store."""
+    import random
+    from datetime import datetime, timezone
+
+    from wasteaudit.storage.writer import _sqlite_time
+
+    now = time.time()
+    values = [now + random.uniform(-1e7, 1e7) for _ in range(20_000)]
+    values += [now + k / 2e6 for k in range(-2_000, 2_000)]  # half-microsecond ties round to even
+    values += [1_700_000_000.9999995, 1_700_000_000.0000005, 0.0, 1, 1.5e-7]
+    for value in values:
+        expected = datetime.fromtimestamp(value, timezone.utc).isoformat(" ", "microseconds")[:26]
+        assert _sqlite_time(value) == expected, value
+    aware = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert _sqlite_time(aware) == "2026-01-02 03:04:05.000006"

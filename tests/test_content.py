@@ -114,3 +114,32 @@ def test_sdk_objects_and_odd_values_in_messages_become_plain_filtered_json():
         {"role": "assistant", "content": f"echo {REDACTED}", "n": 1},
         {"role": "user", "content": "<3 bytes>", "7": [True, None, 1.5]},
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Keep the secret: the password is in the vault; the api key rotates.",  # keywords alone
+        "A task-based, risk-free plan with gh_pages and xo-xo.",  # prefixes without a key after them
+        "Authorization is granted per team.",
+    ],
+)
+def test_words_that_only_resemble_secrets_are_kept(text):
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "password: hunter22hunter",
+        'secret="0123456789abcdef"',
+        "x-api-key: abcdefgh12345678",
+        "Authorization = dXNlcjpwYXNzd29yZA",
+        "ghp_" + "a" * 36,
+        "xoxb-1234567890-abc",
+        "AIza" + "B" * 35,
+    ],
+)
+def test_each_kind_of_secret_is_found_past_the_cheap_checks(secret):
+    cleaned = scrub(f"Long enough prose before it, then {secret} and after.")
+    assert REDACTED in cleaned and secret not in cleaned

@@ -30,45 +30,52 @@ _SECRET_PATTERNS = re.compile(
     r")"
 )
 REDACTED = "[REDACTED]"
-# Every pattern above but the ``sk-`` keys contains one of these (case-folded); a few C-speed substring scans let
-# ordinary text skip the regex, which costs far more per character. A key=value secret needs
-# its keyword, so the keyword alone is a (wider) trigger: the regex still decides.
-_TRIGGERS = (
-    "bearer",
-    "akia",
-    "aiza",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "xox",
-    "authorization",
-    "api_key",
-    "api-key",
-    "apikey",
-    "password",
-    "secret",
-)
 # The shortest text the patterns can match (``xoxa-`` + 10, ``secret:`` + 8); shorter text such
 # as a message's role is never scanned. tests/test_content.py checks it against the regex.
 MIN_SECRET_CHARS = 15
-# "sk-" is common in prose ("task-based", "risk-free"): the key pattern's own prefix search
-# (literal prefix, C speed) tells a key apart before the whole regex runs.
-_KEY_PREFIX = re.compile(r"sk-[A-Za-z0-9_\-]{16}")
+
+# Gates: cheap necessary conditions for a match, so ordinary text never runs the regex (which
+# tries every alternative at every position). Each is a C-speed substring scan or a regex with
+# a literal prefix (searched like a substring); the regex above still decides what is replaced.
+# Case-sensitive patterns are gated on the text itself:
+_CASED_WORDS = ("AKIA", "AIza", "xox")
+_KEY_PREFIXES = (re.compile(r"sk-[A-Za-z0-9_\-]{16}"), re.compile(r"gh[pousr]_[A-Za-z0-9]{36}"))
+# case-insensitive ones on the lower-cased text; a key=value secret needs its separator and an
+# 8-character value right after the keyword ("secret" and "password" are common words alone).
+_KV_WORDS = ("password", "secret", "authorization", "api_key", "api-key", "apikey")
+_KV_TAIL = re.compile(r"[\"']?\s*[:=]\s*[\"']?[^\s\"',;&]{8}")
+
+
+def _kv_value_follows(folded: str, word: str) -> bool:
+    start = folded.find(word)
+    while start >= 0:
+        if _KV_TAIL.match(folded, start + len(word)) is not None:
+            return True
+        start = folded.find(word, start + 1)
+    return False
+
+
+def _may_hold_secret(text: str) -> bool:
+    for word in _CASED_WORDS:
+        if word in text:
+            return True
+    for prefix in _KEY_PREFIXES:
+        if prefix.search(text) is not None:
+            return True
+    folded = text.lower()
+    if "bearer" in folded:
+        return True
+    for word in _KV_WORDS:
+        if word in folded and _kv_value_follows(folded, word):
+            return True
+    return False
 
 
 def scrub(text: str) -> str:
     """Replace credentials by a marker; ordinary text costs a few substring scans."""
-    if len(text) < MIN_SECRET_CHARS:
+    if len(text) < MIN_SECRET_CHARS or not _may_hold_secret(text):
         return text
-    if "sk-" in text and _KEY_PREFIX.search(text) is not None:
-        return _SECRET_PATTERNS.sub(REDACTED, text)
-    folded = text.lower()
-    for trigger in _TRIGGERS:
-        if trigger in folded:
-            return _SECRET_PATTERNS.sub(REDACTED, text)
-    return text
+    return _SECRET_PATTERNS.sub(REDACTED, text)
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:

@@ -17,6 +17,11 @@ for its content is isolated and dropped alone (``dropped_db_error``). Nothing he
 the caller; problems are logged on ``logging.getLogger("wasteaudit")`` at most once a minute
 per kind, and ``stats()`` reports them.
 
+Each batch's transaction also updates this writer's row in ``wasteaudit_writer_state`` (records
+still held in memory, written, dropped); a clean shutdown deletes it. A process killed without
+shutting down leaves its row behind, and the next writer on that host reports it (log and
+``stats()["previous_unclean_exits"]``): how many records the dead process still held.
+
 Writes are idempotent, so a batch retried after an ambiguous failure cannot duplicate rows:
 runs are upserted by id (a run is re-sent when it ends, possibly after its calls), calls,
 attempts and scores are inserted with ON CONFLICT DO NOTHING.
@@ -28,8 +33,10 @@ import atexit
 import logging
 import math
 import os
+import socket
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -225,6 +232,7 @@ class Writer:
                 "pending": self._size,
                 "last_write_at": self._last_write_at,
                 "last_error": self._last_error,
+                "previous_unclean_exits": list(self._previous_unclean),
             }
 
     # --- state ------------------------------------------------------------------------------
@@ -257,6 +265,11 @@ class Writer:
         self._schema_ready = False
         self._broken: str | None = None  # a permanent configuration error: every record is dropped
         self._logged_at: dict[str, float] = {}
+        self._writer_id = uuid.uuid4().hex  # a forked child is a new writer
+        self._started_wall = time.time()
+        self._state_checked = False
+        self._last_batch_ok = False
+        self._previous_unclean: list[dict[str, Any]] = []
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here, its lock may be held forever, its queue
@@ -303,6 +316,8 @@ class Writer:
         finally:
             with self._engine_lock:
                 engine, self._engine = self._engine, None
+            if engine is not None and self._last_batch_ok and self._size == 0:
+                self._forget_state(engine)  # a clean exit: nothing of this process is left unaccounted for
             if engine is not None:
                 try:
                     engine.dispose()
@@ -415,7 +430,8 @@ class Writer:
             if batch.units is None:
                 batch.units = self._prepare(batch)
             if batch.units:
-                self._insert(engine, batch.units)
+                self._insert(engine, batch.units, invalid=batch.invalid)
+            self._last_batch_ok = True
             self._settle(written=len(batch.units), invalid=_take_invalid(batch))
             return True
         except Exception as exc:
@@ -425,6 +441,7 @@ class Writer:
                 self._report("config", f"wasteaudit cannot store records, dropping them: {self._broken}", logging.ERROR)
                 self._drop(batch)
                 return True
+            self._last_batch_ok = False
             if kind == "transient" or batch.units is None:  # not yet connected: nothing to isolate
                 self._on_transient(exc)
                 return False
@@ -454,7 +471,66 @@ class Writer:
 
             ensure_schema(engine, auto_migrate=self.auto_migrate)
             self._schema_ready = True
+        if not self._state_checked:
+            self._report_unclean_exits(engine)
+            self._state_checked = True
         return engine
+
+    def _report_unclean_exits(self, engine: Engine) -> None:
+        """Find writers on this host whose process is gone without a clean shutdown; report, remove."""
+        import sqlalchemy as sa
+
+        from wasteaudit.storage.models import WriterStateRow
+
+        table = WriterStateRow.__table__
+        host = _hostname()
+        with engine.begin() as connection:
+            rows = connection.execute(sa.select(table).where(table.c.host == host, table.c.id != self._writer_id)).all()
+            for row in rows:
+                if _process_alive(row.pid):
+                    continue
+                if connection.execute(sa.delete(table).where(table.c.id == row.id)).rowcount != 1:
+                    continue  # another new writer reported it first
+                exit_info = {
+                    "pid": row.pid,
+                    "pending": row.pending,
+                    "written": row.written,
+                    "dropped": row.dropped,
+                    "last_batch_at": row.updated_at,
+                }
+                self._previous_unclean.append(exit_info)
+                logger.warning(
+                    "wasteaudit: a previous writer (pid %d) ended without shutting down; it still held "
+                    "%d records in memory at its last committed batch, which were lost",
+                    row.pid, row.pending,
+                )
+
+    def _state_row(self, batch_records: int) -> Any:
+        statements = self._statements
+        assert statements is not None
+        now = time.time()
+        return statements.upsert_state.encode({
+            "id": self._writer_id,
+            "host": _hostname(),
+            "pid": os.getpid(),
+            "started_at": self._started_wall,
+            "updated_at": now,
+            "pending": max(0, self._size - batch_records),
+            "written": self._written + batch_records,
+            "dropped": self._dropped_queue_full + self._dropped_db_error + self._dropped_invalid + self._dropped_closed,
+        })
+
+    def _forget_state(self, engine: Engine) -> None:
+        try:
+            import sqlalchemy as sa
+
+            from wasteaudit.storage.models import WriterStateRow
+
+            table = WriterStateRow.__table__
+            with engine.begin() as connection:
+                connection.execute(sa.delete(table).where(table.c.id == self._writer_id))
+        except Exception as exc:  # best effort at exit
+            self._report("state", f"wasteaudit could not clear its writer state row: {_describe(exc)}", logging.WARNING)
 
     def _prepare(self, batch: _Batch) -> list[tuple[Any, ...]]:
         """Rows for each record; a record that cannot be converted is dropped alone (``batch.invalid``)."""
@@ -489,7 +565,7 @@ class Writer:
         batch.invalid = invalid
         return units
 
-    def _insert(self, engine: Engine, units: list[tuple[Any, ...]]) -> None:
+    def _insert(self, engine: Engine, units: list[tuple[Any, ...]], *, invalid: int = 0) -> None:
         runs: dict[str, Any] = {}
         calls: list[Any] = []
         attempts: list[Any] = []
@@ -514,6 +590,7 @@ class Writer:
             ):
                 if rows:
                     connection.exec_driver_sql(compiled.sql, rows)
+            connection.exec_driver_sql(statements.upsert_state.sql, [self._state_row(len(units) + invalid)])
 
     def _isolate(self, units: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Write one record per transaction to find and drop the ones the database refuses.
@@ -565,7 +642,7 @@ class _Statements:
     """
 
     def __init__(self, engine: Engine) -> None:
-        from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow
+        from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow, WriterStateRow
 
         dialect = engine.dialect
         if dialect.name == "postgresql":
@@ -586,6 +663,16 @@ class _Statements:
         self.insert_attempt = _Compiled(
             insert(AttemptRow.__table__).on_conflict_do_nothing(index_elements=["call_id", "index"]),
             AttemptRow.__table__,
+            dialect,
+        )
+        state = WriterStateRow.__table__
+        state_insert = insert(state)
+        self.upsert_state = _Compiled(
+            state_insert.on_conflict_do_update(
+                index_elements=[state.c.id],
+                set_={name: state_insert.excluded[name] for name in ("updated_at", "pending", "written", "dropped")},
+            ),
+            state,
             dialect,
         )
         self.insert_score = _Compiled(
@@ -615,6 +702,22 @@ class _Compiled:
             if value is not None:
                 row[name] = to_time(value)
         return self._order(row) if self._order is not None else row
+
+
+def _hostname() -> str:
+    return socket.gethostname()[:255]
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _take_invalid(batch: _Batch) -> int:

@@ -35,6 +35,7 @@ def echo_server() -> Iterator[LocalLLMServer]:
     """A loopback OpenAI-compatible server answering every call, its marker as the response id."""
     with LocalLLMServer(handler=_reply) as server:
         server._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        server._server.socket.listen(1024)  # socketserver's backlog of 5 resets bursts of new connections
         yield server
 
 

@@ -215,6 +215,7 @@ def test_sigkill_mid_write_leaves_a_consistent_database_and_the_next_start_repor
         wait_for(lambda: written() >= 2000, timeout=60)  # a steady stream, batches committing
     finally:
         child.send_signal(signal.SIGKILL)
+        killed_at = time.time()
         child.wait(10)
     assert child.returncode == -signal.SIGKILL
 
@@ -240,6 +241,7 @@ def test_sigkill_mid_write_leaves_a_consistent_database_and_the_next_start_repor
         (previous,) = successor.stats()["previous_unclean_exits"]
         assert previous["pid"] == child.pid
         assert previous["written"] == calls  # the state row commits with each batch
+        assert killed_at - 60 < previous["last_batch_at"] <= killed_at
         assert 0 <= previous["pending"] <= 10_000  # what the killed process still held: lost, and said so
     finally:
         successor.shutdown()

@@ -496,7 +496,7 @@ class Writer:
                     "pending": row.pending,
                     "written": row.written,
                     "dropped": row.dropped,
-                    "last_batch_at": row.updated_at,
+                    "last_batch_at": _epoch(row.updated_at),  # like last_write_at: epoch seconds
                 }
                 self._previous_unclean.append(exit_info)
                 logger.warning(
@@ -702,6 +702,17 @@ class _Compiled:
             if value is not None:
                 row[name] = to_time(value)
         return self._order(row) if self._order is not None else row
+
+
+def _epoch(value: Any) -> float | None:
+    """A timestamp column read back raw (naive UTC text or datetime on SQLite, aware on PostgreSQL)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
 
 
 def _hostname() -> str:

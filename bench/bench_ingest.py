@@ -13,7 +13,7 @@ the first ``submit`` until ``flush`` returns,
 the caller's cost per ``submit``, and records per CPU-second of the writer thread (a steadier
 figure on a shared machine). Warm-up first: schema migrated, price table loaded.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_ingest.py [--records 50000] [--only sqlite|postgresql]
+    PYTHONPATH=. .venv/bin/python bench/bench_ingest.py [--records 50000] [--only sqlite|postgresql] [--e2e-calls 2000 --threads 8]
 
 PostgreSQL: a fresh database is created on ``$WASTEAUDIT_BENCH_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``) and dropped afterwards; skipped if unreachable.
@@ -37,7 +37,9 @@ from wasteaudit.records import AttemptRecord, CallRecord, ChoiceContent, new_id
 from wasteaudit.storage.writer import Writer
 
 ROOT = Path(__file__).resolve().parents[1]
-CASSETTES = Path(os.environ.get("WASTEAUDIT_CASSETTES", ROOT.parent / "shared" / "cassettes"))
+CASSETTES = Path(os.environ.get("WASTEAUDIT_CASSETTES") or next(
+    (p for p in (ROOT.parent / "shared" / "cassettes", ROOT.parents[1] / "shared" / "cassettes") if p.is_dir()),
+    ROOT.parent / "shared" / "cassettes"))
 PG_SERVER = os.environ.get("WASTEAUDIT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 FINISH_CATEGORY = {
     "stop": "stop", "end_turn": "stop", "stop_sequence": "stop", "completed": "stop",
@@ -180,16 +182,24 @@ def build_records(templates: list[CallRecord], count: int) -> list[CallRecord]:
 # --- measurement -------------------------------------------------------------------------------
 
 
-def _thread_cpu(thread: threading.Thread | None) -> float | None:
-    if thread is None or thread.ident is None or not hasattr(time, "pthread_getcpuclockid"):
-        return None
-    try:
-        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-    except OSError:
-        return None
+def _server_cpu_s(admin: Any, database: str | None) -> float:
+    """CPU seconds used so far by the PostgreSQL backends serving ``database`` (0 for SQLite)."""
+    if admin is None or database is None:
+        return 0.0
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for (pid,) in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            pass  # another host, or the backend ended
+    return total
 
 
-def measure(url: str, records: list[CallRecord], batch_size: int, content_policy: bool) -> dict[str, float]:
+def measure(url: str, records: list[CallRecord], batch_size: int, content_policy: bool,
+            admin: Any = None, database: str | None = None) -> dict[str, float]:
+    """Records/s through the Writer (submit to committed), and CPU per record, client and server."""
     options: dict[str, Any] = {} if content_policy else {"content_policy": None}
     writer = Writer(url, queue_size=len(records) + 10, batch_size=batch_size, **options)
     try:
@@ -198,7 +208,7 @@ def measure(url: str, records: list[CallRecord], batch_size: int, content_policy
             writer.submit(record)
         if not writer.flush(120):
             raise RuntimeError(f"warm-up did not finish: {writer.stats()}")
-        cpu_before = _thread_cpu(writer._thread)
+        server_before, cpu_before = _server_cpu_s(admin, database), time.process_time()
         started = time.perf_counter()
         for record in records:
             writer.submit(record)
@@ -206,53 +216,177 @@ def measure(url: str, records: list[CallRecord], batch_size: int, content_policy
         if not writer.flush(600):
             raise RuntimeError(f"flush did not finish: {writer.stats()}")
         elapsed = time.perf_counter() - started
-        cpu_after = _thread_cpu(writer._thread)
+        cpu = time.process_time() - cpu_before
+        server = _server_cpu_s(admin, database) - server_before
         stats = writer.stats()
         if stats["written"] != len(records) + len(warm):
             raise RuntimeError(f"not everything was written: {stats}")
     finally:
         writer.shutdown(timeout=30)
-    result = {
+    return {
         "records_per_s": len(records) / elapsed,
         "submit_us": (submitted - started) / len(records) * 1e6,
+        "client_cpu_us": cpu / len(records) * 1e6,
+        "server_cpu_us": server / len(records) * 1e6,
     }
-    if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
-        result["records_per_writer_cpu_s"] = len(records) / (cpu_after - cpu_before)
-    return result
 
 
-def _report(name: str, result: dict[str, float]) -> None:
-    cpu = result.get("records_per_writer_cpu_s")
+def measure_floor(url: str, records: list[CallRecord], batch_size: int,
+                  admin: Any = None, database: str | None = None) -> dict[str, float]:
+    """The database alone: the same rows, converted beforehand, inserted by the same statements.
+
+    The baseline for the writer's figure: what the writer adds on top is conversion (content
+    policy, pricing, JSON), the rest is the database's own cost on this machine right now.
+    """
+    from wasteaudit.storage.writer import _Batch
+
+    writer = Writer(url, queue_size=10, batch_size=batch_size)
+    writer.shutdown(timeout=0)  # only its statements and engine are used, from this thread
+    try:
+        engine = writer._connect()
+        units = writer._prepare(_Batch(build_records(records, len(records))))
+        server_before, cpu_before = _server_cpu_s(admin, database), time.process_time()
+        started = time.perf_counter()
+        for start in range(0, len(units), batch_size):
+            writer._insert(engine, units[start:start + batch_size])
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+        server = _server_cpu_s(admin, database) - server_before
+    finally:
+        if writer._engine is not None:
+            writer._engine.dispose()
+    return {
+        "records_per_s": len(units) / elapsed,
+        "client_cpu_us": cpu / len(units) * 1e6,
+        "server_cpu_us": server / len(units) * 1e6,
+    }
+
+
+def measure_end_to_end(url: str, calls: int, threads: int) -> dict[str, float]:
+    """Calls/s from app threads through the instrumented openai SDK to committed rows, against
+    the same calls through the bare SDK (the baseline) in this run; loopback server only."""
+    import openai
+
+    import wasteaudit
+    from wasteaudit.instrumentation import active_instrumentations
+    from wasteaudit.localllm import LocalLLMServer, Reply
+    from wasteaudit.localllm.openai_bodies import chat_completion
+
+    def reply(request: Any) -> Reply:
+        body = chat_completion("A short answer to the question. " * 4, prompt_tokens=120, completion_tokens=40)
+        body["id"] = request.json["messages"][-1]["content"].split()[-1]  # the call's marker
+        return Reply(json=body)
+
+    def run_calls(base_url: str, prefix: str) -> float:
+        import httpx2
+
+        per_thread = calls // threads
+
+        def work(slot: int) -> None:
+            client = openai.OpenAI(base_url=base_url, api_key="sk-bench-not-a-key", max_retries=0,
+                                   http_client=httpx2.Client(verify=False))
+            for i in range(per_thread):
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": f"Summarize ticket {i}. marker {prefix}-{slot}-{i}"}],
+                )
+
+        pool = [threading.Thread(target=work, args=(slot,)) for slot in range(threads)]
+        started = time.perf_counter()
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        if prefix != "bare" and not wasteaudit.flush(120):
+            raise RuntimeError(f"flush did not finish: {wasteaudit.status()}")
+        return per_thread * threads / (time.perf_counter() - started)
+
+    with LocalLLMServer(handler=reply) as server:
+        server._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        bare = run_calls(server.openai_base_url, "bare")
+        server.clear()
+        wasteaudit.configure(database_url=url)
+        handle = wasteaudit.instrument_openai()
+        try:
+            run_calls(server.openai_base_url, "warm")  # schema, imports, price table
+            server.clear()
+            before = wasteaudit.status().get("written", 0)
+            instrumented = run_calls(server.openai_base_url, "bench")
+            written = wasteaudit.status().get("written", 0) - before
+        finally:
+            handle.undo()
+            wasteaudit.shutdown()
+        expected = calls // threads * threads
+        if written != expected:
+            raise RuntimeError(f"{written} of {expected} calls stored: {wasteaudit.status()}")
+    return {"bare_calls_per_s": bare, "calls_per_s": instrumented}
+
+
+def _report(name: str, result: dict[str, float], floor: dict[str, float] | None) -> None:
+    client, server = result["client_cpu_us"], result["server_cpu_us"]
+    line = (
+        f"{name:<11} writer {result['records_per_s']:>7,.0f} records/s wall"
+        f" | CPU per record: {client:,.0f} µs here + {server:,.0f} µs database server"
+        f" = {1e6 / (client + server):>7,.0f} records per CPU-second"
+        f" | submit {result['submit_us']:.2f} µs"
+    )
+    print(line)
+    if floor is not None:
+        fc, fs = floor["client_cpu_us"], floor["server_cpu_us"]
+        print(
+            f"{'':<11} baseline: database alone (rows converted beforehand) {floor['records_per_s']:>7,.0f} records/s wall,"
+            f" {1e6 / (fc + fs):,.0f} per CPU-second; writer/baseline {result['records_per_s'] / floor['records_per_s']:.2f}x wall"
+        )
+
+
+def _report_e2e(name: str, result: dict[str, float], threads: int) -> None:
     print(
-        f"{name:<11} {result['records_per_s']:>9,.0f} records/s"
-        f"   submit {result['submit_us']:.2f} µs/record"
-        + (f"   {cpu:,.0f} records per writer-thread CPU second" if cpu else "")
+        f"{name:<11} end to end, {threads} app threads through the instrumented openai SDK: "
+        f"{result['calls_per_s']:,.0f} calls/s stored (bare SDK, same loopback server: {result['bare_calls_per_s']:,.0f} calls/s,"
+        f" {result['calls_per_s'] / result['bare_calls_per_s']:.2f}x)"
     )
 
 
-def bench_sqlite(records: list[CallRecord], batch_size: int, content_policy: bool) -> None:
+def _pg_admin() -> Any:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(PG_SERVER)
+    return server, psycopg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False),
+                                   autocommit=True, connect_timeout=3)
+
+
+def bench_sqlite(args: argparse.Namespace, records: list[CallRecord]) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        _report("sqlite", measure(f"sqlite:///{directory}/bench.db", records, batch_size, content_policy))
+        floor = measure_floor(f"sqlite:///{directory}/floor.db", records, args.batch_size)
+        result = measure(f"sqlite:///{directory}/bench.db", records, args.batch_size, not args.no_content_policy)
+        _report("sqlite", result, floor)
+        if args.e2e_calls:
+            _report_e2e("sqlite", measure_end_to_end(f"sqlite:///{directory}/e2e.db", args.e2e_calls, args.threads), args.threads)
 
 
-def bench_postgresql(records: list[CallRecord], batch_size: int, content_policy: bool) -> None:
+def bench_postgresql(args: argparse.Namespace, records: list[CallRecord]) -> None:
     try:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        server = make_url(PG_SERVER)
-        admin = psycopg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False),
-                                autocommit=True, connect_timeout=3)
+        server, admin = _pg_admin()
     except Exception as exc:
         print(f"postgresql  skipped: {exc}")
         return
     name = f"wasteaudit_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
+    names = [name + suffix for suffix in ("", "_f", "_e")]
+    for database in names:
+        admin.execute(f'CREATE DATABASE "{database}"')
     try:
-        url = server.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-        _report("postgresql", measure(url, records, batch_size, content_policy))
+        def url(database: str) -> str:
+            return server.set(drivername="postgresql+psycopg", database=database).render_as_string(hide_password=False)
+
+        floor = measure_floor(url(names[1]), records, args.batch_size, admin, names[1])
+        result = measure(url(names[0]), records, args.batch_size, not args.no_content_policy, admin, names[0])
+        _report("postgresql", result, floor)
+        if args.e2e_calls:
+            _report_e2e("postgresql", measure_end_to_end(url(names[2]), args.e2e_calls, args.threads), args.threads)
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for database in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
 
 
@@ -262,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument("--no-content-policy", action="store_true", help="store content as it arrives")
+    parser.add_argument("--e2e-calls", type=int, default=2_000, help="instrumented SDK calls end to end (0: skip)")
+    parser.add_argument("--threads", type=int, default=8, help="app threads making the end-to-end calls")
     args = parser.parse_args(argv)
 
     templates = recorded_templates()
@@ -272,11 +408,11 @@ def main(argv: list[str] | None = None) -> int:
                for r in records[: len(templates)]) / len(templates)
     print(f"{args.records:,} call records cloned from {source} (~{size:,.0f} bytes of content each), "
           f"batch size {args.batch_size}, content policy {'off' if args.no_content_policy else 'on'}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if args.only in (None, "sqlite"):
-        bench_sqlite(records, args.batch_size, not args.no_content_policy)
+        bench_sqlite(args, records)
     if args.only in (None, "postgresql"):
-        bench_postgresql(records, args.batch_size, not args.no_content_policy)
+        bench_postgresql(args, records)
     return 0
 
 

@@ -81,3 +81,65 @@ def test_policy_is_applied_once():
     record = apply_content_policy(make_record("x"), settings)
     apply_content_policy(record, settings)
     assert record.choices[0].text == "x!"
+
+
+def test_text_shorter_than_any_secret_is_never_scanned():
+    """``scrub`` skips text below MIN_SECRET_CHARS: that must stay the regex's shortest match."""
+    import re._parser as sre_parse
+
+    from wasteaudit._internal.content import _SECRET_PATTERNS, MIN_SECRET_CHARS
+
+    assert sre_parse.parse(_SECRET_PATTERNS.pattern).getwidth()[0] == MIN_SECRET_CHARS
+    assert scrub("secret=12345678") == REDACTED  # exactly the shortest secret
+    assert scrub("secret=1234567") == "secret=1234567"
+
+
+def test_ascii_outputs_are_capped_at_the_byte_limit():
+    record = apply_content_policy(make_record("abcdef" * 20), settings_from_env({}, max_output_bytes=101))
+    assert record.choices[0].text == ("abcdef" * 20)[:101]
+    assert record.content_truncated
+    fits = apply_content_policy(make_record("a" * 101), settings_from_env({}, max_output_bytes=101))
+    assert fits.choices[0].text == "a" * 101 and not fits.content_truncated
+
+
+def test_sdk_objects_and_odd_values_in_messages_become_plain_filtered_json():
+    class Message:
+        def model_dump(self, mode: str, exclude_unset: bool) -> dict:
+            return {"role": "assistant", "content": f"echo {KEY}", "n": 1}
+
+    record = make_record()
+    record.input_messages = [Message(), {"role": "user", "content": b"raw", 7: (True, None, 1.5)}]
+    apply_content_policy(record, settings_from_env({}))
+    assert record.input_messages == [
+        {"role": "assistant", "content": f"echo {REDACTED}", "n": 1},
+        {"role": "user", "content": "<3 bytes>", "7": [True, None, 1.5]},
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Keep the secret: the password is in the vault; the api key rotates.",  # keywords alone
+        "A task-based, risk-free plan with gh_pages and xo-xo.",  # prefixes without a key after them
+        "Authorization is granted per team.",
+    ],
+)
+def test_words_that_only_resemble_secrets_are_kept(text):
+    assert scrub(text) == text
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "password: hunter22hunter",
+        'secret="0123456789abcdef"',
+        "x-api-key: abcdefgh12345678",
+        "Authorization = dXNlcjpwYXNzd29yZA",
+        "ghp_" + "a" * 36,
+        "xoxb-1234567890-abc",
+        "AIza" + "B" * 35,
+    ],
+)
+def test_each_kind_of_secret_is_found_past_the_cheap_checks(secret):
+    cleaned = scrub(f"Long enough prose before it, then {secret} and after.")
+    assert REDACTED in cleaned and secret not in cleaned

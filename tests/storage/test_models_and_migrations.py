@@ -67,6 +67,7 @@ def test_upgrade_from_empty_gives_exactly_the_models_schema(engine: sa.Engine) -
         "wasteaudit_attempts",
         "wasteaudit_findings",
         "wasteaudit_scores",
+        "wasteaudit_writer_state",
         VERSION_TABLE,
     }
     indexes = {index["name"] for index in sa.inspect(engine).get_indexes("wasteaudit_calls")}
@@ -86,7 +87,7 @@ def test_revisions_have_one_head_and_release_tied_file_names() -> None:
     assert scripts.get_current_head() == head_revision()
     for script in scripts.walk_revisions():
         assert script.path is not None
-        assert re.fullmatch(r"v\d+_\d+_\d+_\d{2}_[a-z0-9_]+\.py", Path(script.path).name), script.path
+        assert re.fullmatch(r"v\d+_\d+_\d+_(?:\d{2}_)?[a-z0-9_]+\.py", Path(script.path).name), script.path
         assert Path(script.path).name.startswith(script.revision)
 
 

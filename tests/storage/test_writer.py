@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -418,3 +419,51 @@ def test_a_record_the_content_policy_fails_on_is_dropped_not_stored_unfiltered(
     assert w.flush(10)
     assert w.stats()["dropped_invalid"] == 1
     assert _count(db_url, CallRow) == 0
+
+
+def test_sqlite_timestamps_match_what_sqlalchemy_stores() -> None:
+    """The writer's cached epoch-to-text conversion is the text SQLAlchemy's DATETIME would store."""
+    import random
+    from datetime import datetime, timezone
+
+    from wasteaudit.storage.writer import _sqlite_time
+
+    now = time.time()
+    values = [now + random.uniform(-1e7, 1e7) for _ in range(20_000)]
+    values += [now + k / 2e6 for k in range(-2_000, 2_000)]  # half-microsecond ties round to even
+    values += [1_700_000_000.9999995, 1_700_000_000.0000005, 0.0, 1, 1.5e-7]
+    for value in values:
+        expected = datetime.fromtimestamp(value, timezone.utc).isoformat(" ", "microseconds")[:26]
+        assert _sqlite_time(value) == expected, value
+    aware = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert _sqlite_time(aware) == "2026-01-02 03:04:05.000006"
+
+
+def test_a_writer_that_exited_without_shutting_down_is_reported_once_by_the_next(db_url: str, call: Any) -> None:
+    tests = str(Path(__file__).resolve().parents[1])
+    code = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {tests!r})\n"
+        "from storage.conftest import make_call\n"
+        "from wasteaudit.storage.writer import Writer\n"
+        f"w = Writer({db_url!r}, flush_interval=0.01, queue_size=100)\n"
+        "assert w.submit(make_call()) and w.flush(30)\n"
+        "w._closed = True  # refuse the rest, as a process about to be killed would not\n"
+        "os._exit(0)  # no shutdown, no atexit: like SIGKILL after a committed batch\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(root)})
+    assert child.returncode == 0, child.stderr
+
+    clean = Writer(db_url, flush_interval=0.01)  # a clean writer leaves no trace behind
+    assert clean.submit(call()) and clean.flush(30)
+    assert [e["written"] for e in clean.stats()["previous_unclean_exits"]] == [1]
+    assert clean.shutdown(timeout=10)
+
+    later = Writer(db_url, flush_interval=0.01)
+    try:
+        assert later.submit(call()) and later.flush(30)
+        assert later.stats()["previous_unclean_exits"] == []  # reported once; the clean one left nothing
+    finally:
+        later.shutdown(timeout=10)

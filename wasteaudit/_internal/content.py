@@ -30,31 +30,50 @@ _SECRET_PATTERNS = re.compile(
     r")"
 )
 REDACTED = "[REDACTED]"
-# Every pattern above contains one of these (case-folded); a few C-speed substring scans let
-# ordinary text skip the regex, which costs far more per character.
-_KV_WORDS = ("api_key", "api-key", "apikey", "password", "secret")
-_TRIGGERS = (
-    "sk-",
-    "bearer",
-    "akia",
-    "aiza",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "xox",
-    "authorization",
-    *(word + sep for word in _KV_WORDS for sep in ("=", ":", '"', "'", " =", " :")),
-)
+# The shortest text the patterns can match (``xoxa-`` + 10, ``secret:`` + 8); shorter text such
+# as a message's role is never scanned. tests/test_content.py checks it against the regex.
+MIN_SECRET_CHARS = 15
+
+# Gates: cheap necessary conditions for a match, so ordinary text never runs the regex (which
+# tries every alternative at every position). Each is a C-speed substring scan or a regex with
+# a literal prefix (searched like a substring); the regex above still decides what is replaced.
+# Case-sensitive patterns are gated on the text itself:
+_CASED_WORDS = ("AKIA", "AIza", "xox")
+_KEY_PREFIXES = (re.compile(r"sk-[A-Za-z0-9_\-]{16}"), re.compile(r"gh[pousr]_[A-Za-z0-9]{36}"))
+# case-insensitive ones on the lower-cased text; a key=value secret needs its separator and an
+# 8-character value right after the keyword ("secret" and "password" are common words alone).
+_KV_WORDS = ("password", "secret", "authorization", "api_key", "api-key", "apikey")
+_KV_TAIL = re.compile(r"[\"']?\s*[:=]\s*[\"']?[^\s\"',;&]{8}")
+
+
+def _kv_value_follows(folded: str, word: str) -> bool:
+    start = folded.find(word)
+    while start >= 0:
+        if _KV_TAIL.match(folded, start + len(word)) is not None:
+            return True
+        start = folded.find(word, start + 1)
+    return False
+
+
+def _may_hold_secret(text: str) -> bool:
+    for word in _CASED_WORDS:
+        if word in text:
+            return True
+    for prefix in _KEY_PREFIXES:
+        if prefix.search(text) is not None:
+            return True
+    folded = text.lower()
+    if "bearer" in folded:
+        return True
+    for word in _KV_WORDS:
+        if word in folded and _kv_value_follows(folded, word):
+            return True
+    return False
 
 
 def scrub(text: str) -> str:
     """Replace credentials by a marker; ordinary text costs a few substring scans."""
-    if not text:
-        return text
-    folded = text.lower()
-    if not any(trigger in folded for trigger in _TRIGGERS):
+    if len(text) < MIN_SECRET_CHARS or not _may_hold_secret(text):
         return text
     return _SECRET_PATTERNS.sub(REDACTED, text)
 
@@ -80,17 +99,36 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     return repr(value)
 
 
-def _map_strings(value: Any, fn: Any) -> Any:
+def _filtered(value: Any, fn: Any, _depth: int = 0) -> Any:
+    """``_map_strings(to_jsonable(value), fn)`` in one walk: plain JSON data with ``fn`` applied to its strings."""
     if isinstance(value, str):
         return fn(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if _depth > 32:
+        return fn(repr(value))
     if isinstance(value, dict):
-        return {k: _map_strings(v, fn) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_map_strings(v, fn) for v in value]
-    return value
+        return {str(k): _filtered(v, fn, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_filtered(v, fn, _depth + 1) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return fn(f"<{len(value)} bytes>")
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            dumped = dump(mode="json", exclude_unset=True)
+        except Exception:
+            pass
+        else:
+            return _filtered(dumped, fn, _depth + 1)
+    return fn(repr(value))
 
 
 def _cap(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) * 4 <= limit:  # a code point is at most 4 bytes of UTF-8 (3 for a lone surrogate)
+        return text, False
+    if text.isascii():
+        return (text, False) if len(text) <= limit else (text[:limit], True)
     encoded = text.encode("utf-8", "surrogatepass")
     if len(encoded) <= limit:
         return text, False
@@ -142,9 +180,9 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
             if choice.tool_calls:
                 choice.tool_calls = [{"id": c.get("id"), "name": c.get("name")} for c in choice.tool_calls]
     else:
-        record.input_messages = _map_strings(to_jsonable(record.input_messages), text_fn) if record.input_messages is not None else None
+        record.input_messages = _filtered(record.input_messages, text_fn) if record.input_messages is not None else None
         record.system_instructions = (
-            _map_strings(to_jsonable(record.system_instructions), text_fn) if record.system_instructions is not None else None
+            _filtered(record.system_instructions, text_fn) if record.system_instructions is not None else None
         )
         record.tool_definitions = to_jsonable(record.tool_definitions) if record.tool_definitions is not None else None
         for choice in record.choices:
@@ -155,7 +193,7 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
             if choice.reasoning_text is not None:
                 choice.reasoning_text = text_fn(choice.reasoning_text)
             if choice.tool_calls:
-                choice.tool_calls = _map_strings(to_jsonable(choice.tool_calls), text_fn)
+                choice.tool_calls = _filtered(choice.tool_calls, text_fn)
     record.response_format = to_jsonable(record.response_format) if record.response_format is not None else None
     if record.error_message:
         record.error_message = scrub(record.error_message)[:2000]

@@ -1,4 +1,4 @@
-"""The SQL schema: five ``wasteaudit_*`` tables that can live inside an app's own database.
+"""The SQL schema: six ``wasteaudit_*`` tables that can live inside an app's own database.
 
 Columns mirror the record dataclasses in ``wasteaudit.records`` one to one (list and dict
 fields as JSON), plus what the writer and the scorer add: pricing status and the lease
@@ -41,6 +41,7 @@ __all__ = (
     "AttemptRow",
     "FindingRow",
     "ScoreRow",
+    "WriterStateRow",
     "UTCDateTime",
     "JSONType",
 )
@@ -258,3 +259,22 @@ class ScoreRow(Base):
     raw_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
     __table_args__ = (Index("ix_wasteaudit_scores_run_id", "run_id"),)
+
+
+class WriterStateRow(Base):
+    """One running writer: what it still held in memory as of its last committed batch.
+
+    Updated in each batch's transaction and deleted at a clean shutdown, so a row whose process
+    is gone is the trace of an unclean exit (SIGKILL, OOM) and says how many records were lost.
+    """
+
+    __tablename__ = "wasteaudit_writer_state"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    pending: Mapped[int] = mapped_column(Integer)
+    written: Mapped[int] = mapped_column(BigInteger)
+    dropped: Mapped[int] = mapped_column(BigInteger)

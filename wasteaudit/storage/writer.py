@@ -1,10 +1,12 @@
 """The background writer: records in, rows out, without ever slowing or failing the app.
 
 ``submit`` is the only part on the app's hot path: an O(1) append to a bounded deque under a
-lock, no I/O, no SQLAlchemy (this module imports it only inside the writer thread). One daemon
-thread drains the deque in batches, applies the content policy, prices calls, and writes each
-batch in one transaction (Core ``insert()`` statements compiled once, run with the driver's
-executemany), so a crash never leaves half a call (call + attempts).
+lock, no I/O, no SQLAlchemy (this module imports it only inside the writer threads). Two daemon
+threads form a pipeline: the converter drains the deque in batches, applies the content policy,
+prices calls and encodes rows; the database thread writes each converted batch in one
+transaction (Core ``insert()`` statements compiled once, run with the driver's executemany), so
+a crash never leaves half a call (call + attempts). The database's own work (SQLite's B-trees,
+PostgreSQL's round trips) runs outside the GIL, so converting the next batch overlaps it.
 
 Fail-open: when the database is unreachable or locked, the in-flight batch is kept and retried
 with capped exponential backoff while new records keep queueing. The buffer (queued plus in
@@ -14,6 +16,11 @@ order, so a run's calls are never lost in favour of later ones. A record the dat
 for its content is isolated and dropped alone (``dropped_db_error``). Nothing here raises into
 the caller; problems are logged on ``logging.getLogger("wasteaudit")`` at most once a minute
 per kind, and ``stats()`` reports them.
+
+Each batch's transaction also updates this writer's row in ``wasteaudit_writer_state`` (records
+still held in memory, written, dropped); a clean shutdown deletes it. A process killed without
+shutting down leaves its row behind, and the next writer on that host reports it (log and
+``stats()["previous_unclean_exits"]``): how many records the dead process still held.
 
 Writes are idempotent, so a batch retried after an ambiguous failure cannot duplicate rows:
 runs are upserted by id (a run is re-sent when it ends, possibly after its calls), calls,
@@ -26,8 +33,10 @@ import atexit
 import logging
 import math
 import os
+import socket
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -54,15 +63,19 @@ LOG_INTERVAL_S = 60.0
 ATEXIT_TIMEOUT_S = 5.0
 
 
+READY_BATCHES = 2  # converted batches waiting for the database thread (memory stays bounded by queue_size)
+
+
 class _Batch:
     """Records taken off the queue together; converted once, retried until settled."""
 
-    __slots__ = ("records", "units")
+    __slots__ = ("records", "units", "invalid")
 
     def __init__(self, records: list[Any]) -> None:
         self.records = records
         # ("call", id, row, attempt rows) | ("run", id, row) | ("score", id, row); rows driver-encoded
         self.units: list[tuple[Any, ...]] | None = None
+        self.invalid = 0  # records conversion dropped; settled by the database thread, in batch order
 
 
 def configured_content_policy(record: CallRecord) -> None:
@@ -148,7 +161,7 @@ class Writer:
                     self._start_locked()
                 depth = len(queue)
                 if depth == 1 or depth == self.batch_size:
-                    self._cond.notify()
+                    self._cond.notify_all()
             return True
         except Exception:  # pragma: no cover - defensive: the app's call must go on
             return False
@@ -166,7 +179,7 @@ class Writer:
             target = self._submitted
             if self._finished >= target:
                 return True
-            if self._thread is threading.current_thread():
+            if threading.current_thread() in (self._thread, self._converter):
                 return False
             self._flush_requests += 1
             self._cond.notify_all()
@@ -197,9 +210,11 @@ class Writer:
                 self._stopping = True
                 self._stop_deadline = math.inf if timeout is None else time.monotonic() + max(0.0, timeout)
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(None if timeout is None else max(0.0, timeout) + 1.0)
+            threads = (self._converter, self._thread)
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout) + 1.0
+        for thread in threads:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         _live_writers.discard(self)
         with self._cond:
             return self._size == 0
@@ -217,6 +232,7 @@ class Writer:
                 "pending": self._size,
                 "last_write_at": self._last_write_at,
                 "last_error": self._last_error,
+                "previous_unclean_exits": list(self._previous_unclean),
             }
 
     # --- state ------------------------------------------------------------------------------
@@ -236,7 +252,12 @@ class Writer:
         self._flush_requests = 0
         self._stopping = False
         self._stop_deadline = 0.0
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the database thread
+        self._converter: threading.Thread | None = None
+        self._ready: deque[_Batch] = deque()  # converted, waiting for the database thread
+        self._converter_done = False
+        self._db_done = False
+        self._engine_lock = threading.Lock()
         self._last_write_at: float | None = None
         self._last_error: str | None = None
         self._engine: Engine | None = None
@@ -244,6 +265,11 @@ class Writer:
         self._schema_ready = False
         self._broken: str | None = None  # a permanent configuration error: every record is dropped
         self._logged_at: dict[str, float] = {}
+        self._writer_id = uuid.uuid4().hex  # a forked child is a new writer
+        self._started_wall = time.time()
+        self._state_checked = False
+        self._last_batch_ok = False
+        self._previous_unclean: list[dict[str, Any]] = []
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here, its lock may be held forever, its queue
@@ -262,9 +288,11 @@ class Writer:
     def _start_locked(self) -> None:
         if self._closed:
             return
-        thread = threading.Thread(target=self._run, name="wasteaudit-writer", daemon=True)
-        self._thread = thread
-        thread.start()
+        self._converter_done = self._db_done = False
+        self._thread = threading.Thread(target=self._run, name="wasteaudit-writer", daemon=True)
+        self._converter = threading.Thread(target=self._convert_loop, name="wasteaudit-convert", daemon=True)
+        self._thread.start()
+        self._converter.start()
 
     def _settle(self, written: int = 0, db_error: int = 0, invalid: int = 0) -> None:
         with self._cond:
@@ -286,23 +314,65 @@ class Writer:
         except BaseException as exc:  # pragma: no cover - a bug; keep the app alive, say so
             self._report("crash", f"wasteaudit writer stopped unexpectedly: {exc!r}", logging.ERROR)
         finally:
-            engine, self._engine = self._engine, None
+            with self._engine_lock:
+                engine, self._engine = self._engine, None
+            if engine is not None and self._last_batch_ok and self._size == 0:
+                self._forget_state(engine)  # a clean exit: nothing of this process is left unaccounted for
             if engine is not None:
                 try:
                     engine.dispose()
                 except Exception:  # pragma: no cover
                     pass
             with self._cond:
+                self._db_done = True
                 if self._size:
                     logger.warning("wasteaudit writer stopped with %d records not written", self._size)
                 self._cond.notify_all()
+
+    def _convert_loop(self) -> None:
+        """Converter thread: batches off the queue, converted, handed to the database thread."""
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if self._broken is None:
+                    try:
+                        self._statements_for_encoding()
+                        batch.units = self._prepare(batch)
+                    except Exception:  # the database thread retries the conversion or drops the batch
+                        batch.units, batch.invalid = None, 0
+                with self._cond:
+                    while len(self._ready) >= READY_BATCHES and not self._db_done:
+                        self._cond.wait()
+                    if self._db_done:
+                        return  # shut down before this batch could be written: it stays counted as pending
+                    self._ready.append(batch)
+                    self._cond.notify_all()
+        except BaseException as exc:  # pragma: no cover - a bug; keep the app alive, say so
+            self._report("crash", f"wasteaudit writer stopped unexpectedly: {exc!r}", logging.ERROR)
+        finally:
+            with self._cond:
+                self._converter_done = True
+                self._cond.notify_all()
+
+    def _next_ready(self) -> _Batch | None:
+        """A converted batch for the database thread; None once the converter has finished."""
+        with self._cond:
+            while not self._ready:
+                if self._converter_done:
+                    return None
+                self._cond.wait()
+            batch = self._ready.popleft()
+            self._cond.notify_all()
+            return batch
 
     def _loop(self) -> None:
         batch: _Batch | None = None
         backoff = 0.0
         while True:
             if batch is None:
-                batch = self._next_batch()
+                batch = self._next_ready()
                 if batch is None:
                     return
             if self._write(batch):
@@ -353,44 +423,117 @@ class Writer:
     def _write(self, batch: _Batch) -> bool:
         """Try to store a batch; True when every record is settled (written or dropped)."""
         if self._broken is not None:
-            self._settle(db_error=len(batch.units if batch.units is not None else batch.records))
+            self._drop(batch)
             return True
         try:
             engine = self._connect()
             if batch.units is None:
-                batch.units = self._prepare(batch.records)
+                batch.units = self._prepare(batch)
             if batch.units:
-                self._insert(engine, batch.units)
-            self._settle(written=len(batch.units))
+                self._insert(engine, batch.units, invalid=batch.invalid)
+            self._last_batch_ok = True
+            self._settle(written=len(batch.units), invalid=_take_invalid(batch))
             return True
         except Exception as exc:
             kind = _classify(exc)
             if kind == "permanent":
                 self._broken = _describe(exc)
                 self._report("config", f"wasteaudit cannot store records, dropping them: {self._broken}", logging.ERROR)
-                self._settle(db_error=len(batch.units if batch.units is not None else batch.records))
+                self._drop(batch)
                 return True
+            self._last_batch_ok = False
             if kind == "transient" or batch.units is None:  # not yet connected: nothing to isolate
                 self._on_transient(exc)
                 return False
+            self._settle(invalid=_take_invalid(batch))
             batch.units = self._isolate(batch.units)
             return not batch.units
 
-    def _connect(self) -> Engine:
-        if self._engine is None:
-            from wasteaudit.storage.engine import create_engine_for
+    def _drop(self, batch: _Batch) -> None:
+        count = len(batch.units) if batch.units is not None else len(batch.records)
+        self._settle(db_error=count, invalid=_take_invalid(batch))
 
-            self._engine = create_engine_for(self.url)
-            self._statements = _Statements(self._engine)
+    def _statements_for_encoding(self) -> Engine:
+        """The engine and its compiled statements (no connection yet: encoding needs only the dialect)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from wasteaudit.storage.engine import create_engine_for
+
+                engine = create_engine_for(self.url)
+                self._statements = _Statements(engine)
+                self._engine = engine
+            return self._engine
+
+    def _connect(self) -> Engine:
+        engine = self._statements_for_encoding()
         if not self._schema_ready:
             from wasteaudit.storage.schema import ensure_schema
 
-            ensure_schema(self._engine, auto_migrate=self.auto_migrate)
+            ensure_schema(engine, auto_migrate=self.auto_migrate)
             self._schema_ready = True
-        return self._engine
+        if not self._state_checked:
+            self._report_unclean_exits(engine)
+            self._state_checked = True
+        return engine
 
-    def _prepare(self, records: list[Any]) -> list[tuple[Any, ...]]:
-        """Rows for each record; a record that cannot be converted is dropped alone."""
+    def _report_unclean_exits(self, engine: Engine) -> None:
+        """Find writers on this host whose process is gone without a clean shutdown; report, remove."""
+        import sqlalchemy as sa
+
+        from wasteaudit.storage.models import WriterStateRow
+
+        table = WriterStateRow.__table__
+        host = _hostname()
+        with engine.begin() as connection:
+            rows = connection.execute(sa.select(table).where(table.c.host == host, table.c.id != self._writer_id)).all()
+            for row in rows:
+                if _process_alive(row.pid):
+                    continue
+                if connection.execute(sa.delete(table).where(table.c.id == row.id)).rowcount != 1:
+                    continue  # another new writer reported it first
+                exit_info = {
+                    "pid": row.pid,
+                    "pending": row.pending,
+                    "written": row.written,
+                    "dropped": row.dropped,
+                    "last_batch_at": _epoch(row.updated_at),  # like last_write_at: epoch seconds
+                }
+                self._previous_unclean.append(exit_info)
+                logger.warning(
+                    "wasteaudit: a previous writer (pid %d) ended without shutting down; it still held "
+                    "%d records in memory at its last committed batch, which were lost",
+                    row.pid, row.pending,
+                )
+
+    def _state_row(self, batch_records: int) -> Any:
+        statements = self._statements
+        assert statements is not None
+        now = time.time()
+        return statements.upsert_state.encode({
+            "id": self._writer_id,
+            "host": _hostname(),
+            "pid": os.getpid(),
+            "started_at": self._started_wall,
+            "updated_at": now,
+            "pending": max(0, self._size - batch_records),
+            "written": self._written + batch_records,
+            "dropped": self._dropped_queue_full + self._dropped_db_error + self._dropped_invalid + self._dropped_closed,
+        })
+
+    def _forget_state(self, engine: Engine) -> None:
+        try:
+            import sqlalchemy as sa
+
+            from wasteaudit.storage.models import WriterStateRow
+
+            table = WriterStateRow.__table__
+            with engine.begin() as connection:
+                connection.execute(sa.delete(table).where(table.c.id == self._writer_id))
+        except Exception as exc:  # best effort at exit
+            self._report("state", f"wasteaudit could not clear its writer state row: {_describe(exc)}", logging.WARNING)
+
+    def _prepare(self, batch: _Batch) -> list[tuple[Any, ...]]:
+        """Rows for each record; a record that cannot be converted is dropped alone (``batch.invalid``)."""
         from wasteaudit.storage.convert import call_rows, run_row, score_row
         from wasteaudit.storage.pricing import price_call
 
@@ -400,7 +543,7 @@ class Writer:
         units: list[tuple[Any, ...]] = []
         invalid = 0
         overrides, policy = self._overrides, self._content_policy
-        for record in records:
+        for record in batch.records:
             try:
                 kind = type(record)
                 if kind is CallRecord:
@@ -419,11 +562,10 @@ class Writer:
             except Exception as exc:
                 invalid += 1
                 self._report("invalid", f"wasteaudit dropped a record it could not convert: {exc!r}", logging.ERROR)
-        if invalid:
-            self._settle(invalid=invalid)
+        batch.invalid = invalid
         return units
 
-    def _insert(self, engine: Engine, units: list[tuple[Any, ...]]) -> None:
+    def _insert(self, engine: Engine, units: list[tuple[Any, ...]], *, invalid: int = 0) -> None:
         runs: dict[str, Any] = {}
         calls: list[Any] = []
         attempts: list[Any] = []
@@ -448,6 +590,7 @@ class Writer:
             ):
                 if rows:
                     connection.exec_driver_sql(compiled.sql, rows)
+            connection.exec_driver_sql(statements.upsert_state.sql, [self._state_row(len(units) + invalid)])
 
     def _isolate(self, units: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Write one record per transaction to find and drop the ones the database refuses.
@@ -499,7 +642,7 @@ class _Statements:
     """
 
     def __init__(self, engine: Engine) -> None:
-        from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow
+        from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow, WriterStateRow
 
         dialect = engine.dialect
         if dialect.name == "postgresql":
@@ -520,6 +663,16 @@ class _Statements:
         self.insert_attempt = _Compiled(
             insert(AttemptRow.__table__).on_conflict_do_nothing(index_elements=["call_id", "index"]),
             AttemptRow.__table__,
+            dialect,
+        )
+        state = WriterStateRow.__table__
+        state_insert = insert(state)
+        self.upsert_state = _Compiled(
+            state_insert.on_conflict_do_update(
+                index_elements=[state.c.id],
+                set_={name: state_insert.excluded[name] for name in ("updated_at", "pending", "written", "dropped")},
+            ),
+            state,
             dialect,
         )
         self.insert_score = _Compiled(
@@ -551,10 +704,46 @@ class _Compiled:
         return self._order(row) if self._order is not None else row
 
 
+def _epoch(value: Any) -> float | None:
+    """A timestamp column read back raw (naive UTC text or datetime on SQLite, aware on PostgreSQL)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def _hostname() -> str:
+    return socket.gethostname()[:255]
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _take_invalid(batch: _Batch) -> int:
+    """The records conversion dropped, counted once (with the batch's outcome, in batch order)."""
+    invalid, batch.invalid = batch.invalid, 0
+    return invalid
+
+
 def _aware_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
     return datetime.fromtimestamp(value, timezone.utc)
+
+
+_SQLITE_SECONDS: dict[int, str] = {}  # epoch second -> "YYYY-MM-DD HH:MM:SS" (records of a batch share a few)
 
 
 def _sqlite_time(value: Any) -> str:
@@ -562,9 +751,23 @@ def _sqlite_time(value: Any) -> str:
     # models and SQL comparisons against bound datetimes agree with what the writer stored.
     if isinstance(value, datetime):
         value = value.astimezone(timezone.utc) if value.tzinfo is not None else value
-    else:
-        value = datetime.fromtimestamp(value, timezone.utc)
-    return value.isoformat(" ", "microseconds")[:26]
+        return value.isoformat(" ", "microseconds")[:26]
+    # Epoch seconds, split the way datetime.fromtimestamp does (microseconds rounded half to even).
+    fraction, whole = math.modf(value)
+    micros = round(fraction * 1e6)
+    second = int(whole)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        second += 1
+    elif micros < 0:
+        micros += 1_000_000
+        second -= 1
+    prefix = _SQLITE_SECONDS.get(second)
+    if prefix is None:
+        if len(_SQLITE_SECONDS) >= 4096:
+            _SQLITE_SECONDS.clear()
+        prefix = _SQLITE_SECONDS[second] = datetime.fromtimestamp(second, timezone.utc).isoformat(" ")[:19]
+    return f"{prefix}.{micros:06d}"
 
 
 def _classify(exc: BaseException) -> str:

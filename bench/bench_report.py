@@ -265,9 +265,7 @@ def measure(url: str, repeats: int, since: str | None, until: str | None) -> dic
 
         @event.listens_for(engine, "connect")
         def _backend_pid(dbapi_conn: Any, _record: Any) -> None:
-            with dbapi_conn.cursor() as cur:
-                cur.execute("SELECT pg_backend_pid()")
-                backends.append(int(cur.fetchone()[0]))
+            backends.append(int(dbapi_conn.info.backend_pid))  # psycopg 3: no query, no transaction opened
 
     def server_cpu() -> float:
         total = 0.0

@@ -228,41 +228,21 @@ def build(url: str, calls_total: int, seed: int = 7) -> dict[str, Any]:
     return counts
 
 
-# --- the indexes the report needs (proposed migration; see docs/report.md) ----------------------------
-
-REPORT_INDEXES = {
-    "sqlite": [
-        "CREATE INDEX IF NOT EXISTS ix_wasteaudit_calls_report ON wasteaudit_calls (started_at, function, provider, "
-        "request_model, response_model, run_id, scored_version, id, attempts, input_tokens, input_cache_read_tokens, "
-        "output_tokens, output_reasoning_tokens, cost_usd, priced)",
-        "CREATE INDEX IF NOT EXISTS ix_wasteaudit_findings_report ON wasteaudit_findings (call_id, scorer_version, tier, kind, subkind, tokens, cost_usd)",
-        "CREATE INDEX IF NOT EXISTS ix_wasteaudit_scores_report ON wasteaudit_scores (run_id, name, value)",
-        "ANALYZE",
-    ],
-    "postgresql": [
-        "CREATE INDEX IF NOT EXISTS ix_wasteaudit_calls_report ON wasteaudit_calls (started_at) INCLUDE (function, provider, "
-        "request_model, response_model, run_id, scored_version, id, attempts, input_tokens, input_cache_read_tokens, "
-        "output_tokens, output_reasoning_tokens, cost_usd, priced)",
-        "CREATE INDEX IF NOT EXISTS ix_wasteaudit_findings_report ON wasteaudit_findings (call_id, scorer_version) INCLUDE (tier, kind, subkind, tokens, cost_usd)",
-        "CREATE INDEX IF NOT EXISTS ix_wasteaudit_scores_report ON wasteaudit_scores (run_id) INCLUDE (name, value)",
-        "VACUUM ANALYZE wasteaudit_calls",
-        "VACUUM ANALYZE wasteaudit_findings",
-        "VACUUM ANALYZE wasteaudit_scores",
-    ],
-}
+# --- the schema (the report's indexes come with the migrations) -------------------------------------
 
 
-def add_report_indexes(url: str) -> float:
-    import sqlalchemy as sa
-
+def upgrade_schema(url: str) -> float:
+    """Bring a reused database to the current schema (``wasteaudit db upgrade``): the report's indexes."""
     from wasteaudit.storage.engine import create_engine_for
+    from wasteaudit.storage.schema import current_revision, head_revision, upgrade
 
     engine = create_engine_for(url)
     t0 = time.perf_counter()
     try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for statement in REPORT_INDEXES[engine.dialect.name]:
-                conn.execute(sa.text(statement))
+        if current_revision(engine) != head_revision():
+            upgrade(engine)
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
     finally:
         engine.dispose()
     return round(time.perf_counter() - t0, 1)
@@ -278,19 +258,41 @@ def measure(url: str, repeats: int, since: str | None, until: str | None) -> dic
     from wasteaudit.report import build_report, open_report_engine, render
 
     engine = open_report_engine(url)
+    backends: list[int] = []
+    if engine.dialect.name == "postgresql":
+        # The server's CPU for the report: the backends of this process's connections (same host).
+        from sqlalchemy import event
+
+        @event.listens_for(engine, "connect")
+        def _backend_pid(dbapi_conn: Any, _record: Any) -> None:
+            backends.append(int(dbapi_conn.info.backend_pid))  # psycopg 3: no query, no transaction opened
+
+    def server_cpu() -> float:
+        total = 0.0
+        for pid in backends:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     kwargs: dict[str, Any] = {"week": "2026-W47"} if since is None else {"since": since, "until": until}
     times = []
     cpu = []
+    server = []
     report: dict[str, Any] = {}
     now = monday("2026-W48") + timedelta(days=1)
     for _ in range(repeats):
         t0 = time.perf_counter()
         c0 = resource.getrusage(resource.RUSAGE_SELF)
+        s0 = server_cpu()
         report = build_report(engine=engine, now=now, **kwargs)
         text = render(report, "json")
         times.append(time.perf_counter() - t0)
         c1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu.append(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
+        server.append(server_cpu() - s0)
     # One more run under tracemalloc (which slows Python down) for the allocation peak only.
     tracemalloc.start()
     build_report(engine=engine, now=now, **kwargs)
@@ -301,6 +303,7 @@ def measure(url: str, repeats: int, since: str | None, until: str | None) -> dic
         "first_s": round(times[0], 3),
         "best_s": round(min(times[1:] or times), 3),
         "cpu_s": round(min(cpu[1:] or cpu), 3),  # both threads: CPU can exceed wall time
+        "server_cpu_s": round(min(server[1:] or server), 3) if backends else None,  # PostgreSQL backends
         "load_average": round(os.getloadavg()[0], 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_python_alloc_mb": round(peak_py / 2**20, 1),
@@ -345,7 +348,6 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="reuse an already built database (SQLite file / PostgreSQL database)")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-report-indexes", action="store_true", help="measure only without the proposed report indexes")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--since", help=argparse.SUPPRESS)
     parser.add_argument("--until", help=argparse.SUPPRESS)
@@ -375,20 +377,19 @@ def main() -> int:
                 url = _pg_database(args.postgres, pg_name, create=True)
                 print(f"building {args.calls:,} calls in PostgreSQL database {pg_name} ...", file=sys.stderr)
                 print(json.dumps(build(url, args.calls)), file=sys.stderr)
-        results[backend] = {}
-        variants = ["schema indexes"] if args.no_report_indexes else ["schema indexes", "with report indexes"]
-        for variant in variants:
-            if variant == "with report indexes":
-                print(f"adding the proposed report indexes: {add_report_indexes(url)} s", file=sys.stderr)
-            week = _measure_subprocess(url, args.repeats)
-            whole = _measure_subprocess(url, 2, since="2026-10-26", until="2026-11-23")
-            results[backend][variant] = {"weekly_report": week, "four_week_report": whole}
-            print(f"{backend} ({variant}): weekly JSON report {week['first_s']} s first, {week['best_s']} s best "
-                  f"(CPU of the process {week['cpu_s']} s); {week['calls_in_period']:,} calls / {week['runs_in_period']:,} runs "
-                  f"in the week (+ the previous week read for comparison); peak RSS {week['peak_rss_mb']} MB, peak Python "
-                  f"allocations {week['peak_python_alloc_mb']} MB | 4-week report: {whole['best_s']} s, "
-                  f"{whole['calls_in_period']:,} calls, peak RSS {whole['peak_rss_mb']} MB, Python {whole['peak_python_alloc_mb']} MB",
-                  file=sys.stderr)
+        if args.reuse:
+            print(f"schema upgrade of the reused database: {upgrade_schema(url)} s", file=sys.stderr)
+        week = _measure_subprocess(url, args.repeats)
+        whole = _measure_subprocess(url, 2, since="2026-10-26", until="2026-11-23")
+        results[backend] = {"weekly_report": week, "four_week_report": whole}
+        server = "" if week["server_cpu_s"] is None else f", server {week['server_cpu_s']} s"
+        print(f"{backend}: weekly JSON report {week['first_s']} s cold process, {week['best_s']} s warm "
+              f"(CPU: report process {week['cpu_s']} s{server}; load average {week['load_average']}); "
+              f"{week['calls_in_period']:,} calls / {week['runs_in_period']:,} runs in the week (+ the previous week read for "
+              f"comparison); peak RSS {week['peak_rss_mb']} MB, peak Python allocations {week['peak_python_alloc_mb']} MB | "
+              f"4-week report: {whole['first_s']} s cold, {whole['best_s']} s warm, {whole['calls_in_period']:,} calls, "
+              f"peak RSS {whole['peak_rss_mb']} MB, Python {whole['peak_python_alloc_mb']} MB",
+              file=sys.stderr)
         if backend == "postgresql" and not args.keep and not args.reuse:
             _pg_database(args.postgres, pg_name, create=False)
     print(json.dumps(results, indent=2))

@@ -275,6 +275,18 @@ def test_tag_breakdown(url: str) -> None:
     assert sum(r["calls"] for r in by_team.values()) == 30 + 24 + 5 + 2 + 300 + 4
 
 
+def test_dropped_records_are_null_with_a_note_unless_the_caller_knows_them(url: str, report: dict[str, Any]) -> None:
+    # The writer's drop counters are not in the database: unknown is null, never a made-up 0.
+    assert report["dropped_records"] is None
+    assert any(note.startswith("dropped_records:") for note in report["notes"])
+    assert "records dropped by the writer: unknown" in render(report, "text")
+    known = build_report(url, now=NOW, price_overrides=PRICES, dropped_records=3)
+    assert known["dropped_records"] == 3
+    assert [a["kind"] for a in known["alarms"]].count("drops") == 1
+    assert not any(note.startswith("dropped_records:") for note in known["notes"])
+    jsonschema.validate(known, schema())
+
+
 def test_previous_period_block_and_no_false_alarms(report: dict[str, Any]) -> None:
     previous = report["previous"]
     assert previous["runs"] == 30 and previous["calls"] == 30 and previous["quality"]["mean"] == pytest.approx(0.9)

@@ -72,7 +72,7 @@ def test_upgrade_from_empty_gives_exactly_the_models_schema(engine: sa.Engine) -
     }
     indexes = {index["name"] for index in sa.inspect(engine).get_indexes("wasteaudit_calls")}
     assert {
-        "ix_wasteaudit_calls_started_at",
+        "ix_wasteaudit_calls_report",
         "ix_wasteaudit_calls_run_id",
         "ix_wasteaudit_calls_function_started_at",
         "ix_wasteaudit_calls_request_model",
@@ -87,7 +87,7 @@ def test_revisions_have_one_head_and_release_tied_file_names() -> None:
     assert scripts.get_current_head() == head_revision()
     for script in scripts.walk_revisions():
         assert script.path is not None
-        assert re.fullmatch(r"v\d+_\d+_\d+_(?:\d{2}_)?[a-z0-9_]+\.py", Path(script.path).name), script.path
+        assert re.fullmatch(r"v\d+_\d+_\d+_\d{2}_[a-z0-9_]+\.py", Path(script.path).name), script.path
         assert Path(script.path).name.startswith(script.revision)
 
 

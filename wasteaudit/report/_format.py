@@ -306,7 +306,8 @@ def side_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"missed cache savings (input side, estimate): {money(report.get('missed_cache_savings_usd'))}"
         f" — {missed.get('tokens', 0):,} prompt tokens in {missed.get('groups', 0):,} repeated prefixes",
-        f"records dropped by the writer: {report.get('dropped_records', 0):,}",
+        "records dropped by the writer: "
+        + ("unknown (not in the database)" if report.get("dropped_records") is None else f"{report['dropped_records']:,}"),
     ]
     if judge.get("calls"):
         lines.append(

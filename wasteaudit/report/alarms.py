@@ -251,8 +251,8 @@ def model_alarms(table: dict[str, Any]) -> list[dict[str, Any]]:
     return alarms
 
 
-def drops_alarm(dropped: int) -> list[dict[str, Any]]:
-    if dropped <= 0:
+def drops_alarm(dropped: int | None) -> list[dict[str, Any]]:
+    if not dropped or dropped <= 0:
         return []
     return [
         _alarm(

@@ -173,36 +173,33 @@ class RunTable:
 
     def add_chunk(self, chunk: RunChunk) -> None:
         period = self.period
-        mine = [i for i, p in enumerate(chunk.period) if p == period]
+        periods = np.array(chunk.period, dtype=np.int8)
+        mine = np.flatnonzero(periods == period).tolist()
         if not mine:
             return
         self._add_cells(chunk, mine)
-        picked = [i for i in mine if chunk.primary[i]]
+        primary = np.array(chunk.primary, dtype=bool)
+        picked = np.flatnonzero(primary & (periods == period)).tolist()
         if not picked:
             return
         chunk = _select(chunk, picked)
         n = len(chunk.run_id)
-        q = np.array(
-            [
-                np.nan if v is None else v
-                for v in map(
-                    run_quality, chunk.status, chunk.validation, chunk.quality_score, chunk.mean_score, chunk.validation_score
-                )
-            ],
-            dtype=np.float64,
-        )
-        failed = np.fromiter(
-            map(run_failed, chunk.status, chunk.validation, chunk.validation_score), dtype=bool, count=n
-        )
+        if chunk.q is not None and chunk.failed is not None:
+            # Computed by the database with the same rule (metrics.run_rows).
+            q = _floats(chunk.q)
+            failed = np.array(chunk.failed, dtype=bool)
+        else:
+            q = _floats(list(map(run_quality, chunk.status, chunk.validation, chunk.quality_score, chunk.mean_score, chunk.validation_score)))
+            failed = np.fromiter(map(run_failed, chunk.status, chunk.validation, chunk.validation_score), dtype=bool, count=n)
         cost = _floats(chunk.cost_usd)
         t = _floats(chunk.output_tokens)
         w = _floats(chunk.waste_tokens)
         fn = self.index["function"]
         md = self.index["model"]
         pv = self.index["provider"]
-        func_ids = np.fromiter((fn.get(v) for v in chunk.function), dtype=np.int32, count=n)
-        model_ids = np.fromiter((md.get((p, m)) for p, m in zip(chunk.provider, chunk.model)), dtype=np.int32, count=n)
-        provider_ids = np.fromiter((pv.get(p) for p in chunk.provider), dtype=np.int32, count=n)
+        func_ids = np.fromiter(map(fn.get, chunk.function), dtype=np.int32, count=n)
+        model_ids = np.fromiter(map(md.get, zip(chunk.provider, chunk.model)), dtype=np.int32, count=n)
+        provider_ids = np.fromiter(map(pv.get, chunk.provider), dtype=np.int32, count=n)
 
         has_q = ~np.isnan(q)
         has_c = ~np.isnan(cost)
@@ -252,10 +249,14 @@ class RunTable:
 
     def _add_cells(self, chunk: RunChunk, rows: list[int]) -> None:
         cells = self.cells
-        ids = np.fromiter((cells.get((chunk.function[i], chunk.provider[i], chunk.model[i])) for i in rows), dtype=np.int64, count=len(rows))
-        weights = np.array(
-            [float(chunk.cell_output_tokens[i] or 0) if chunk.observable[i] else 0.0 for i in rows], dtype=np.float64
+        every = len(rows) == len(chunk.run_id)
+        pick = (lambda values: values) if every else (lambda values: [values[i] for i in rows])  # noqa: E731
+        ids = np.fromiter(
+            map(cells.get, zip(pick(chunk.function), pick(chunk.provider), pick(chunk.model))), dtype=np.int64, count=len(rows)
         )
+        tokens = np.nan_to_num(_floats(pick(chunk.cell_output_tokens)))
+        observable = np.array([bool(v) for v in pick(chunk.observable)], dtype=bool)
+        weights = np.where(observable, tokens, 0.0)
         size = len(cells.keys)
         if len(self.cell_observable) < size:
             self.cell_observable = np.concatenate([self.cell_observable, np.zeros(size - len(self.cell_observable))])
@@ -423,7 +424,11 @@ def _select(chunk: RunChunk, rows: list[int]) -> RunChunk:
 
 
 def _floats(values: list[Any]) -> np.ndarray:
-    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    """Numbers to float64, None to NaN (numpy's own conversion, no Python loop)."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
 
 def _tag_items(value: Any) -> list[tuple[str, str]]:

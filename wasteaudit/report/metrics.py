@@ -34,6 +34,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Float,
     String,
     and_,
     case,
@@ -113,6 +115,13 @@ def _raw_keys(dialect: str) -> list[Any]:
 
 def _cell_key(m: Any) -> tuple[str, str, str]:
     return (function_key(m["function"]), m["provider"], model_key(m["request_model"], m["response_model"]))
+
+
+def _key_or(*columns: Any) -> Any:
+    """``a or b or ... or default`` in SQL (empty strings count as missing, as in Python):
+    the key normalization of :func:`function_key` / :func:`model_key`; ``None`` entries are skipped."""
+    parts = [func.nullif(c, "") for c in columns[:-1] if c is not None]
+    return func.coalesce(*parts, literal(columns[-1]))
 
 
 def _bytewise(column: Any, dialect: str) -> Any:
@@ -409,6 +418,10 @@ class RunChunk:
     mean_score: list[float | None]  # mean of all the run's scores
     validation_score: list[float | None]  # lowest "validation" score (0 = a validator rejected)
     tags: list[Any] | None
+    # The run's q and failed flag, computed by the database with the rule of
+    # :func:`wasteaudit.report.quality.run_quality` (None: computed from the signals in Python).
+    q: list[float | None] | None = None
+    failed: list[bool] | None = None
 
 
 def run_rows(
@@ -464,12 +477,12 @@ def run_rows(
             provider,
             request_model,
             response_model,
-            func.sum(c.output_tokens).label("t"),
+            cast(func.sum(c.output_tokens), BigInteger).label("t"),
             func.count().label("n"),
             func.sum(c.cost_usd).label("c"),
             func.count(c.cost_usd).label("n_priced"),
             func.count(c.scored_version).label("n_scored"),
-            func.sum(func.coalesce(call_waste, 0)).label("w"),
+            cast(func.sum(func.coalesce(call_waste, 0)), BigInteger).label("w"),
         )
         .select_from(source)
         .where(in_span)
@@ -487,12 +500,12 @@ def run_rows(
         pm.request_model,
         pm.response_model,
         pm.t.label("cell_t"),
-        whole(pm.t).label("t"),
+        cast(whole(pm.t), BigInteger).label("t"),
         whole(pm.n).label("n"),
         whole(pm.c).label("c"),
         whole(pm.n_priced).label("n_priced"),
         whole(pm.n_scored).label("n_scored"),
-        whole(pm.w).label("w"),
+        cast(whole(pm.w), BigInteger).label("w"),
         func.row_number()
         .over(partition_by=part, order_by=(func.coalesce(pm.t, 0).desc(), pm.request_model, pm.response_model, pm.provider))
         .label("rn"),
@@ -528,11 +541,22 @@ def run_rows(
             "q_validation": score_of(s.name == "validation", agg=func.min),
         }
 
+    # The run's quality q and failed flag (rule of quality.run_quality; scores are finite, the
+    # writer refuses others), so Python receives numbers instead of five signals per run.
+    failed = or_(
+        r.status == "failed",
+        r.validation.is_(False),
+        and_(score_columns["q_validation"].is_not(None), score_columns["q_validation"] < 0.5),
+    )
+    signal = func.coalesce(score_columns["q_quality"], score_columns["q_mean"])
+    clamped = case((signal > 1.0, 1.0), (signal < 0.0, 0.0), else_=signal)
+    q = only_primary(case((failed, 0.0), else_=clamped))
+    failed_flag = only_primary(case((failed, 1), else_=0))
     columns = [
         rk.period,
         rk.run_id,
-        rk.function,
-        rk.request_model,
+        _key_or(rk.function, NO_FUNCTION),
+        _key_or(rk.request_model, None, rk.response_model, UNKNOWN_MODEL),
         rk.response_model,
         rk.provider,
         primary.label("primary"),
@@ -547,6 +571,7 @@ def run_rows(
         score_columns["q_mean"].label("q_mean"),
         score_columns["q_validation"].label("q_validation"),
     ]
+    columns += [cast(q, Float).label("q"), failed_flag.label("failed")]
     if with_tags:
         columns.append(only_primary(r.tags).label("tags"))
     source_runs = ranked.outerjoin(runs, r.id == rk.run_id)
@@ -560,12 +585,12 @@ def run_rows(
                 continue
             cols = list(zip(*part_rows))
             yield RunChunk(
-                period=[int(bool(v)) for v in cols[0]],
+                period=list(map(int, map(bool, cols[0]))),
                 run_id=list(cols[1]),
-                function=[f or NO_FUNCTION for f in cols[2]],
-                model=[model_key(a, b) for a, b in zip(cols[3], cols[4])],
+                function=list(cols[2]),
+                model=list(cols[3]),
                 provider=list(cols[5]),
-                primary=[bool(v) for v in cols[6]],
+                primary=list(map(bool, cols[6])),
                 cell_output_tokens=list(cols[7]),
                 observable=list(cols[8]),
                 output_tokens=list(cols[9]),
@@ -576,7 +601,9 @@ def run_rows(
                 quality_score=list(cols[14]),
                 mean_score=list(cols[15]),
                 validation_score=list(cols[16]),
-                tags=list(cols[17]) if with_tags else None,
+                q=list(cols[17]),
+                failed=list(cols[18]),
+                tags=list(cols[19]) if with_tags else None,
             )
     finally:
         result.close()

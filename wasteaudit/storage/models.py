@@ -191,7 +191,13 @@ class CallRow(Base):
     scorer_config: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
-        Index("ix_wasteaudit_calls_started_at", "started_at"),
+        # The report's covering index (its prefix also serves every started_at range).
+        Index(
+            "ix_wasteaudit_calls_report",
+            "started_at", "function", "provider", "request_model", "response_model", "run_id", "scored_version", "id",
+            "attempts", "input_tokens", "input_cache_read_tokens", "output_tokens", "output_reasoning_tokens", "cost_usd",
+            "priced",
+        ),
         Index("ix_wasteaudit_calls_run_id", "run_id"),
         Index("ix_wasteaudit_calls_function_started_at", "function", "started_at"),
         Index("ix_wasteaudit_calls_request_model", "request_model"),
@@ -242,7 +248,10 @@ class FindingRow(Base):
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_wasteaudit_findings_call_id_scorer_version", "call_id", "scorer_version"),)
+    # Covering for the report (its prefix also serves lookups by call and scorer version).
+    __table_args__ = (
+        Index("ix_wasteaudit_findings_report", "call_id", "scorer_version", "tier", "kind", "subkind", "tokens", "cost_usd"),
+    )
 
 
 class ScoreRow(Base):
@@ -258,7 +267,7 @@ class ScoreRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     raw_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
-    __table_args__ = (Index("ix_wasteaudit_scores_run_id", "run_id"),)
+    __table_args__ = (Index("ix_wasteaudit_scores_report", "run_id", "name", "value"),)
 
 
 class WriterStateRow(Base):

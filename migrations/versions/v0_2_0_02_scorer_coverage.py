@@ -1,7 +1,7 @@
 """Scorer coverage per call: whether use was observable, how much output it judged, and the settings.
 
-Revision ID: v0_2_0_15
-Revises: v0_1_0_01
+Revision ID: v0_2_0_02
+Revises: v0_2_0_01
 Create Date: 2026-11-25
 
 ``use_observed``: the app's use of the output could be seen (a run result, ``mark_used`` or
@@ -10,7 +10,7 @@ judged (0 where use was unknown); ``scorer_config``: fingerprint of the scorer v
 and embedding model that scored the call, so calls scored under other settings can be found.
 Self-contained on purpose (no imports from wasteaudit).
 
-Named ``v0_2_0_15`` rather than ``v0_2_0_s`` because the schema tests require
+Named ``v0_2_0_02`` rather than ``v0_2_0_s`` because the schema tests require
 ``vX_Y_Z_NN_name.py`` file names that start with the revision id.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "v0_2_0_15"
-down_revision: str | None = "v0_1_0_01"
+revision: str = "v0_2_0_02"
+down_revision: str | None = "v0_2_0_01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """Writer state: one row per running writer, updated with each batch it commits.
 
-Revision ID: v0_2_0_w
-Revises: v0_1_0_01
+Revision ID: v0_2_0_03
+Revises: v0_2_0_02
 Create Date: 2026-11-25
 
 A process killed without shutting down (SIGKILL, OOM killer, power loss) cannot say how many
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "v0_2_0_w"
-down_revision: str | None = "v0_1_0_01"
+revision: str = "v0_2_0_03"
+down_revision: str | None = "v0_2_0_02"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -32,7 +32,19 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx2  # noqa: E402
+import importlib  # noqa: E402
+
+
+def _sdk_http(sdk: str) -> Any:
+    """The HTTP package the installed SDK is built on: httpx2 today, httpx in the oldest supported releases."""
+    base = importlib.import_module(f"{sdk}._base_client")
+    return getattr(base, "httpx2", None) or base.httpx
+
+
+try:
+    httpx2 = _sdk_http("openai")
+except ImportError:  # pragma: no cover - the bench needs openai
+    import httpx2  # type: ignore[no-redef]
 
 from wasteaudit.localllm import LocalLLMServer, Reply  # noqa: E402
 from wasteaudit.localllm import anthropic_bodies as ab  # noqa: E402
@@ -443,7 +455,7 @@ def main() -> None:
                         server.handler = lambda _req, canned=canned: canned.reply()
                         return anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="sk-ant-bench", max_retries=0, **config.client_kwargs)
                     return anthropic.Anthropic(
-                        base_url="http://127.0.0.1:9", api_key="sk-ant-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)), **config.client_kwargs
+                        base_url="http://127.0.0.1:9", api_key="sk-ant-bench", max_retries=0, http_client=_sdk_http("anthropic").Client(transport=_sdk_http("anthropic").MockTransport(canned.httpx)), **config.client_kwargs
                     )
 
                 results = measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls, args.block)

@@ -24,7 +24,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from wasteaudit.exceptions import ConfigError
 
@@ -134,35 +134,26 @@ def prune_content(
             n_scores = conn.execute(select(func.count()).select_from(scores).where(*old_scores)).scalar_one()
         return PruneResult(cutoff, int(n_calls), int(n_runs), int(n_findings), int(n_scores), 0, True)
 
-    totals = {"calls": 0, "runs": 0, "findings": 0, "scores": 0}
+    (n_calls, n_findings), call_batches = _drain(engine, lambda conn: _prune_calls(conn, calls, findings, old_calls, batch_size), pause_s)
+    (n_runs,), run_batches = _drain(engine, lambda conn: (_prune_runs(conn, runs, old_runs, batch_size),), pause_s)
+    (n_scores,), score_batches = _drain(engine, lambda conn: (_prune_scores(conn, scores, old_scores, batch_size),), pause_s)
+    return PruneResult(cutoff, n_calls, n_runs, n_findings, n_scores, call_batches + run_batches + score_batches, False)
+
+
+def _drain(engine: "Engine", step: Callable[[Any], tuple[int, ...]], pause_s: float) -> tuple[tuple[int, ...], int]:
+    """Run ``step`` in its own short transaction until it touches no row; returns the summed
+    counts and how many batches did work. Sleeps ``pause_s`` after each working batch."""
+    totals: tuple[int, ...] = ()
     batches = 0
     while True:
         with engine.begin() as conn:
-            n_calls, n_findings = _prune_calls(conn, calls, findings, old_calls, batch_size)
-        totals["calls"] += n_calls
-        totals["findings"] += n_findings
-        if not n_calls:
-            break
+            counts = step(conn)
+        totals = tuple(a + b for a, b in zip(totals, counts)) if totals else counts
+        if not counts[0]:
+            return totals, batches
         batches += 1
         if pause_s:
             time.sleep(pause_s)
-    while True:
-        with engine.begin() as conn:
-            n_runs = _prune_runs(conn, runs, old_runs, batch_size)
-        totals["runs"] += n_runs
-        if not n_runs:
-            break
-        batches += 1
-        if pause_s:
-            time.sleep(pause_s)
-    while True:
-        with engine.begin() as conn:
-            n_scores = _prune_scores(conn, scores, old_scores, batch_size)
-        totals["scores"] += n_scores
-        if not n_scores:
-            break
-        batches += 1
-    return PruneResult(cutoff, totals["calls"], totals["runs"], totals["findings"], totals["scores"], batches, False)
 
 
 def _engine(url_or_engine: Any) -> "Engine":

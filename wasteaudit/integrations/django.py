@@ -12,17 +12,22 @@ middleware cannot see it on its own. Add this Django middleware; it copies
     # or wsgi.py
     application = WasteAuditWSGIMiddleware(get_wsgi_application())
 
-Works in sync and async stacks (no thread hop of its own). Imports nothing from Django.
+Works in sync and async stacks (no thread hop of its own). Imports nothing from Django at import
+time. :func:`feedback_view` is the feedback endpoint as a Django view:
+
+    # urls.py
+    path("api/feedback", feedback_view())
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from wasteaudit.integrations._request import ROUTE_KEY
+from wasteaudit.integrations.feedback import DEFAULT_NAME, MAX_BODY_BYTES, handle_body
 
-__all__ = ("WasteAuditRouteMiddleware",)
+__all__ = ("WasteAuditRouteMiddleware", "feedback_view")
 
 
 class WasteAuditRouteMiddleware:
@@ -55,3 +60,29 @@ class WasteAuditRouteMiddleware:
                 target = request.META  # WSGI: META is the environ
             target[ROUTE_KEY] = route if route.startswith("/") else "/" + route
         return None
+
+
+def feedback_view(*, names: Collection[str] | None = None, default_name: str = DEFAULT_NAME) -> Callable[[Any], Any]:
+    """A Django view for ``POST {run_id, score[, name]}`` (answers as :func:`~wasteaudit.integrations.feedback.handle_body`).
+
+    Django's CSRF protection still applies, as to any view: a browser front end sends the CSRF
+    token; an API authenticated by tokens wraps the view in ``csrf_exempt`` itself (not done here,
+    so that a cross-site form cannot score runs by default).
+    """
+    from django.http import JsonResponse
+
+    def wasteaudit_feedback(request: Any) -> Any:
+        if request.method != "POST":
+            response = JsonResponse({"error": "feedback is sent with POST"}, status=405)
+            response["Allow"] = "POST"
+            return response
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > MAX_BODY_BYTES:
+            return JsonResponse({"error": f"feedback body over {MAX_BODY_BYTES} bytes"}, status=413)
+        status, answer = handle_body(request.body, names=names, default_name=default_name)
+        return JsonResponse(answer, status=status)
+
+    return wasteaudit_feedback

@@ -53,6 +53,23 @@ def test_a_real_call_records_token_usage_and_duration_with_the_recommended_bucke
     assert point.sum == pytest.approx(call.duration_s)
 
 
+def test_a_stream_records_time_to_first_chunk_and_a_plain_call_does_not(oai, llm_server, metric_reader, records):
+    llm_server.enqueue(Reply(json=ob.chat_completion("Plain")))
+    oai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert points(metric_reader, "gen_ai.client.operation.time_to_first_chunk") == []
+
+    llm_server.enqueue(Reply(sse=ob.chat_chunks(["Hel", "lo", "!"])))
+    text = "".join(c.choices[0].delta.content or "" for c in oai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True) if c.choices)
+    assert text == "Hello!"
+    metric_ = metric(metric_reader, "gen_ai.client.operation.time_to_first_chunk")
+    (point,) = metric_.data.data_points
+    stream_call = records.calls[-1]
+    assert metric_.unit == "s" and tuple(point.explicit_bounds) == wm.FIRST_CHUNK_BUCKETS
+    assert point.count == 1 and point.sum == pytest.approx(stream_call.time_to_first_chunk_s)
+    assert 0 < stream_call.time_to_first_chunk_s <= stream_call.duration_s
+    assert point.attributes["gen_ai.operation.name"] == "chat" and point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+
+
 def test_a_failed_call_records_duration_with_error_type_and_no_token_usage(oai, llm_server, metric_reader):
     llm_server.enqueue(Reply(status=400, json={"error": {"message": "bad", "type": "invalid_request_error", "code": None}}))
     with pytest.raises(openai.BadRequestError):
@@ -258,4 +275,5 @@ def test_prometheus_names_follow_the_collector_translation():
     assert "gen_ai_client_token_usage_bucket" in series and "gen_ai_client_token_usage_count" in series
     assert "wasteaudit_waste_tokens_total" in series and "wasteaudit_waste_cost_total" in series
     assert "wasteaudit_quality_score_sum" in series and "wasteaudit_records_dropped_total" in series
-    assert len(series) == 3 + 3 + 1 + 1 + 3 + 1
+    assert "gen_ai_client_operation_time_to_first_chunk_seconds_bucket" in series
+    assert len(series) == 3 + 3 + 3 + 1 + 1 + 3 + 1

@@ -6,7 +6,8 @@ dashboard test and the Prometheus name mapping (:func:`prometheus_series`) all r
 * ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration`` are recorded from each
   finished :class:`~wasteaudit.records.CallRecord` (by the call lifecycle hook) with the buckets
   the GenAI conventions recommend. Token usage only when the provider reported it (never an
-  estimate); duration always, with ``error.type`` on failures.
+  estimate); duration always, with ``error.type`` on failures;
+  ``gen_ai.client.operation.time_to_first_chunk`` for streamed calls that received a chunk.
 * ``wasteaudit.waste.tokens`` / ``wasteaudit.waste.cost`` when findings are produced
   (:func:`record_findings`, called by the scorer), ``wasteaudit.quality.score`` from score records,
   ``wasteaudit.records.dropped`` read from the writer's counters at each collection.
@@ -59,6 +60,9 @@ NO_RUN = "(none)"
 TOKEN_BUCKETS: tuple[float, ...] = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 #: Recommended by the GenAI metric conventions (``gen_ai.client.operation.duration``), seconds.
 DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+#: Streaming latency (``gen_ai.client.operation.time_to_first_chunk``), seconds: the boundaries the
+#: GenAI conventions give their time-to-first-token histogram (dense below one second).
+FIRST_CHUNK_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 #: Quality scores live in [0, 1].
 SCORE_BUCKETS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -94,6 +98,14 @@ OPERATION_DURATION = MetricSpec(
     (*_CALL_ATTRS, sc.ERROR_TYPE),
     DURATION_BUCKETS,
 )
+TIME_TO_FIRST_CHUNK = MetricSpec(
+    "gen_ai.client.operation.time_to_first_chunk",
+    "histogram",
+    "s",
+    "Time from issuing a streamed generation request to receiving its first chunk.",
+    _CALL_ATTRS,
+    FIRST_CHUNK_BUCKETS,
+)
 WASTE_TOKENS = MetricSpec(
     "wasteaudit.waste.tokens",
     "counter",
@@ -124,7 +136,7 @@ RECORDS_DROPPED = MetricSpec(
     (DROP_CAUSE,),
 )
 
-METRICS: tuple[MetricSpec, ...] = (TOKEN_USAGE, OPERATION_DURATION, WASTE_TOKENS, WASTE_COST, QUALITY_SCORE, RECORDS_DROPPED)
+METRICS: tuple[MetricSpec, ...] = (TOKEN_USAGE, OPERATION_DURATION, TIME_TO_FIRST_CHUNK, WASTE_TOKENS, WASTE_COST, QUALITY_SCORE, RECORDS_DROPPED)
 
 # --- Prometheus names ---------------------------------------------------------------------------
 
@@ -217,6 +229,7 @@ class MetricsRecorder:
         self.meter = meter
         self._tokens = self._histogram(meter, TOKEN_USAGE)
         self._duration = self._histogram(meter, OPERATION_DURATION)
+        self._first_chunk = self._histogram(meter, TIME_TO_FIRST_CHUNK)
         self._waste_tokens = meter.create_counter(WASTE_TOKENS.name, unit=WASTE_TOKENS.unit, description=WASTE_TOKENS.description)
         self._waste_cost = meter.create_counter(WASTE_COST.name, unit=WASTE_COST.unit, description=WASTE_COST.description)
         self._quality = self._histogram(meter, QUALITY_SCORE)
@@ -250,6 +263,9 @@ class MetricsRecorder:
                 self._duration.record(record.duration_s, {**attrs, sc.ERROR_TYPE: record.error_type})
             else:
                 self._duration.record(record.duration_s, attrs)
+        first_chunk = getattr(record, "time_to_first_chunk_s", None)
+        if first_chunk is not None:  # streamed calls that received a chunk
+            self._first_chunk.record(first_chunk, attrs)
         if record.usage_source == "provider":
             # billed usage only: an estimate or a missing count is not reported (GenAI conventions)
             if record.input_tokens is not None:

@@ -252,13 +252,8 @@ def call_values(
     cost_usd: float | None,
     price_version: str | None,
     priced: str,
-    encoded: dict[int, str] | None = None,
 ) -> tuple[list[Any], list[list[Any]]]:
-    """The ``wasteaudit_calls`` row (``CALL_COLUMNS`` order) and the attempt rows (``ATTEMPT_COLUMNS``).
-
-    ``encoded`` maps a JSON column's position to its value already encoded as compact JSON by
-    the content policy (the same encoding as here), so it is not encoded twice.
-    """
+    """The ``wasteaudit_calls`` row (``CALL_COLUMNS`` order) and the attempt rows (``ATTEMPT_COLUMNS``)."""
     gaps = list(record.gaps) if record.gaps else []
     choices = record.choices
     finish_reasons = record.finish_reasons
@@ -335,8 +330,7 @@ def call_values(
     for at in _JSON_AT:
         value = row[at]
         if value is not None:
-            text = encoded.get(at) if encoded else None
-            row[at] = text if text is not None and _storable(text) else encode_json(value, gaps)
+            row[at] = encode_json(value, gaps)
     row[_GAPS_AT] = encode_json(gaps) if gaps else "[]"  # last: the encodings above may have added to it
 
     call_id = record.id

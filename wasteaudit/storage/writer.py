@@ -270,6 +270,7 @@ class Writer:
         self._state_checked = False
         self._last_batch_ok = False
         self._previous_unclean: list[dict[str, Any]] = []
+        self._bulk_retries = 0  # COPY batches written again with the idempotent INSERTs
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here, its lock may be held forever, its queue
@@ -457,9 +458,10 @@ class Writer:
         """The engine and its compiled statements (no connection yet: encoding needs only the dialect)."""
         with self._engine_lock:
             if self._engine is None:
-                from wasteaudit.storage.engine import create_engine_for
+                from wasteaudit.storage.engine import create_engine_for, tune_for_bulk_writes
 
                 engine = create_engine_for(self.url)
+                tune_for_bulk_writes(engine)
                 self._statements = _Statements(engine)
                 self._engine = engine
             return self._engine
@@ -607,7 +609,7 @@ class Writer:
                     connection.exec_driver_sql(statements.upsert_state.sql, [state])
                 return
             except Exception:  # written again below; that attempt's error (if any) is the one classified
-                pass
+                self._bulk_retries += 1
         with engine.begin() as connection:
             for compiled, rows in (
                 (statements.upsert_run, list(runs.values())),

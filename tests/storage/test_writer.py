@@ -549,14 +549,12 @@ def test_a_batch_written_again_after_its_commit_is_not_duplicated(db_url: str, c
 
 
 def test_the_writers_sqlite_connections_keep_a_larger_cache_and_checkpoint_less_often(tmp_path: Path, call: Any) -> None:
-    from wasteaudit.storage.engine import SQLITE_WRITER_CACHE_KIB, SQLITE_WRITER_CHECKPOINT_PAGES
-
     w = Writer(f"sqlite:///{tmp_path / 'w.db'}", flush_interval=0.01)
     try:
         assert w.submit(call()) and w.flush(10)
         with w._engine.connect() as connection:
-            assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -SQLITE_WRITER_CACHE_KIB
-            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == SQLITE_WRITER_CHECKPOINT_PAGES
+            assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -8192  # KiB
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 4000  # pages
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, as everywhere
     finally:
         w.shutdown(timeout=5)

@@ -212,6 +212,9 @@ def measure(url: str, records: list[CallRecord], batch_size: int, content_policy
             admin: Any = None, database: str | None = None) -> dict[str, float]:
     """Records/s through the Writer (submit to committed), and CPU per record, client and server."""
     options: dict[str, Any] = {} if content_policy else {"content_policy": None}
+    # Fresh clones: the writer filters records in place (marking them done), so records reused
+    # from an earlier measurement would skip the content policy.
+    records = build_records(records, len(records))
     writer = Writer(url, queue_size=len(records) + 10, batch_size=batch_size, **options)
     try:
         warm = build_records(records[:50], 50)

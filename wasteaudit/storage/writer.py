@@ -3,10 +3,13 @@
 ``submit`` is the only part on the app's hot path: an O(1) append to a bounded deque under a
 lock, no I/O, no SQLAlchemy (this module imports it only inside the writer threads). Two daemon
 threads form a pipeline: the converter drains the deque in batches, applies the content policy,
-prices calls and encodes rows; the database thread writes each converted batch in one
-transaction (Core ``insert()`` statements compiled once, run with the driver's executemany), so
-a crash never leaves half a call (call + attempts). The database's own work (SQLite's B-trees,
-PostgreSQL's round trips) runs outside the GIL, so converting the next batch overlaps it.
+prices calls and encodes rows (calls and attempts as lists in table column order); the database
+thread writes each converted batch in one transaction, so a crash never leaves half a call
+(call + attempts). On PostgreSQL calls and attempts go in by COPY (far less server work than
+one INSERT per row); everything else, SQLite, and any batch COPY fails on, goes through Core
+``insert()`` statements compiled once and run with the driver's executemany. The database's
+own work (SQLite's B-trees, PostgreSQL's round trips) runs outside the GIL, so converting the
+next batch overlaps it.
 
 Fail-open: when the database is unreachable or locked, the in-flight batch is kept and retried
 with capped exponential backoff while new records keep queueing. The buffer (queued plus in
@@ -24,7 +27,9 @@ shutting down leaves its row behind, and the next writer on that host reports it
 
 Writes are idempotent, so a batch retried after an ambiguous failure cannot duplicate rows:
 runs are upserted by id (a run is re-sent when it ends, possibly after its calls), calls,
-attempts and scores are inserted with ON CONFLICT DO NOTHING.
+attempts and scores are inserted with ON CONFLICT DO NOTHING. COPY has no ON CONFLICT: a COPY
+that meets a row already stored fails as a whole and the batch is written again at once with
+those INSERTs.
 """
 
 from __future__ import annotations

@@ -214,8 +214,6 @@ CALL_COLUMNS = (
     "score_attempts", "use_observed", "use_coverage", "scorer_config",
 )
 ATTEMPT_COLUMNS = ("call_id", "index", "started_at", "duration_s", "status_code", "error_type", "request_id")
-CALL_TIME_COLUMNS = (4, 14, 50)  # started_at, ended_at, lease_until: epoch seconds (or datetimes) in the row
-ATTEMPT_TIME_COLUMNS = (2,)
 
 _CALL_TEXT_COLUMNS = (
     "provider",

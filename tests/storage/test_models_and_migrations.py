@@ -262,3 +262,25 @@ def test_unreachable_database_raises_storage_error_without_the_password() -> Non
 
 def test_describe_error_masks_a_password_echoed_by_the_driver() -> None:
     assert "hunter2" not in engine_module.describe_error(RuntimeError("auth failed for hunter2"), "hunter2")
+
+
+@pytest.mark.postgres
+def test_call_content_is_compressed_with_lz4_where_the_server_has_it(pg_url: str) -> None:
+    engine = create_engine_for(pg_url)
+    try:
+        upgrade(engine)
+        with engine.connect() as connection:
+            has_lz4 = connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+            ).scalar()
+            methods = dict(
+                connection.exec_driver_sql(
+                    "SELECT attname, attcompression FROM pg_attribute "
+                    "WHERE attrelid = 'wasteaudit_calls'::regclass AND attnum > 0 AND NOT attisdropped"
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    content = ("input_messages", "system_instructions", "choices", "tool_definitions", "response_format", "error_message")
+    assert {methods[name] for name in content} == ({"l"} if has_lz4 else {""})
+    assert methods["id"] == ""  # everything else keeps the server's default

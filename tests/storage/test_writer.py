@@ -467,3 +467,100 @@ def test_a_writer_that_exited_without_shutting_down_is_reported_once_by_the_next
         assert later.stats()["previous_unclean_exits"] == []  # reported once; the clean one left nothing
     finally:
         later.shutdown(timeout=10)
+
+
+# --- bulk writes (COPY on PostgreSQL, column-ordered rows) ----------------------------------------
+
+
+def _offline_writer(url: str) -> Writer:
+    """A writer whose statements and engine are driven from the test's thread."""
+    w = Writer(url, queue_size=10)
+    w.shutdown(timeout=0)
+    w._connect()
+    return w
+
+
+def test_call_rows_are_built_in_the_tables_column_order() -> None:
+    from wasteaudit.storage.convert import ATTEMPT_COLUMNS, CALL_COLUMNS
+
+    assert CALL_COLUMNS == tuple(CallRow.__table__.columns.keys())
+    assert ATTEMPT_COLUMNS == tuple(AttemptRow.__table__.columns.keys())
+
+
+def test_bulk_and_row_by_row_writes_store_the_same_rows(db_url: str, call: Any) -> None:
+    from wasteaudit.storage.writer import _Batch
+
+    odd = 'tab\there\nnewline \\ backslash "quoted" \\N é 😀 \x00 \ud800'
+    content = dict(
+        input_messages=[{"role": "user", "content": odd, "n": 1.5, "flag": True, "none": None}],
+        choices=[ChoiceContent(index=0, text=odd, finish_reason="stop")],
+        error_message=odd,
+        request_params={"temperature": float("nan"), "stop": ["\t", "\\"]},
+        attempts=[AttemptRecord(index=0, started_at=time.time() - 1, status_code=200, request_id=odd)],
+    )
+    import copy
+
+    from wasteaudit.records import new_id
+
+    bulk = call(**content)
+    single = copy.deepcopy(bulk)
+    single.id = new_id()
+    w = _offline_writer(db_url)
+    try:
+        w._insert(w._engine, w._prepare(_Batch([bulk])))
+        w._insert(w._engine, w._prepare(_Batch([single])), bulk=False)
+        assert w._bulk_retries == 0  # the bulk path (COPY on PostgreSQL) was taken and succeeded
+    finally:
+        w._engine.dispose()
+
+    def stored(record_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        row = _rows(db_url, sa.select(CallRow.__table__).where(CallRow.id == record_id))[0]._asdict()
+        attempts = [a._asdict() for a in _rows(db_url, sa.select(AttemptRow.__table__).where(AttemptRow.call_id == record_id))]
+        for item in [row, *attempts]:
+            item.pop("id", None)
+            item.pop("call_id", None)
+        return row, attempts
+
+    bulk_row, single_row = stored(bulk.id), stored(single.id)
+    assert bulk_row == single_row
+    assert GAP_TEXT_REPLACED in bulk_row[0]["gaps"] and GAP_NUMBER_REPLACED in bulk_row[0]["gaps"]
+    assert bulk_row[0]["input_messages"][0]["content"] == odd.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")
+
+
+def test_a_batch_written_again_after_its_commit_is_not_duplicated(db_url: str, call: Any) -> None:
+    """A retry after an ambiguous failure (committed, but the client never heard) adds nothing."""
+    from wasteaudit.storage.writer import _Batch
+
+    records = [
+        call(attempts=[AttemptRecord(index=i, started_at=time.time(), status_code=200) for i in range(2)])
+        for _ in range(3)
+    ]
+    w = _offline_writer(db_url)
+    try:
+        units = w._prepare(_Batch(records))
+        w._insert(w._engine, units)
+        w._insert(w._engine, units)
+        # PostgreSQL: the second COPY hits the stored ids and the batch goes through ON CONFLICT DO NOTHING.
+        assert w._bulk_retries == (1 if w._statements.copy else 0)
+    finally:
+        w._engine.dispose()
+    assert _count(db_url, CallRow) == 3
+    assert _count(db_url, AttemptRow) == 6
+
+
+def test_the_writers_sqlite_connections_keep_a_larger_cache_and_checkpoint_less_often(tmp_path: Path, call: Any) -> None:
+    w = Writer(f"sqlite:///{tmp_path / 'w.db'}", flush_interval=0.01)
+    try:
+        assert w.submit(call()) and w.flush(10)
+        with w._engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -8192  # KiB
+            assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 4000  # pages
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, as everywhere
+    finally:
+        w.shutdown(timeout=5)
+    other = create_engine_for(f"sqlite:///{tmp_path / 'w.db'}")  # other engines keep SQLite's defaults
+    try:
+        with other.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -2000
+    finally:
+        other.dispose()

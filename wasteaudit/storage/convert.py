@@ -21,7 +21,10 @@ from wasteaudit.records import CallRecord, ChoiceContent, RunRecord, ScoreRecord
 __all__ = (
     "GAP_TEXT_REPLACED",
     "GAP_NUMBER_REPLACED",
+    "CALL_COLUMNS",
+    "ATTEMPT_COLUMNS",
     "run_row",
+    "call_values",
     "call_rows",
     "score_row",
     "clean_text",
@@ -166,15 +169,22 @@ def encode_json(value: Any, gaps: list[str] | None = None) -> str | None:
         text = _encode(value)
     except (ValueError, TypeError):  # NaN/Infinity, a tuple as a key, ... (a cycle fails the repair too)
         text = None
-    if text is not None and "\\u0000" not in text:
-        if text.isascii():
-            return text
-        try:
-            text.encode("utf-8")
-            return text
-        except UnicodeEncodeError:
-            pass
+    if text is not None and _storable(text):
+        return text
     return _encode(clean_json(value, gaps))
+
+
+def _storable(text: str) -> bool:
+    """Whether encoded JSON text holds no NUL (always escaped as ``\\u0000``) and no lone surrogate."""
+    if "\\u0000" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _choice(choice: ChoiceContent | Any) -> Any:
@@ -189,6 +199,21 @@ def _choice(choice: ChoiceContent | Any) -> Any:
         "reasoning_text": choice.reasoning_text,
     }
 
+
+# The ``wasteaudit_calls`` columns in table order (``models.CallRow``; a test checks they agree):
+# ``call_values`` builds rows in this order, which is what both drivers take without re-keying.
+CALL_COLUMNS = (
+    "id", "provider", "operation", "api", "started_at", "run_id", "function", "method", "request_model",
+    "response_model", "response_id", "server_address", "server_port", "stream", "ended_at", "duration_s",
+    "time_to_first_chunk_s", "request_params", "output_type", "usage_source", "input_tokens",
+    "input_cache_read_tokens", "input_cache_write_tokens", "output_tokens", "output_reasoning_tokens",
+    "usage_details", "service_tier", "finish_reasons", "finish_category", "stream_state", "chunks", "status_code",
+    "error_type", "error_message", "attempts", "input_messages", "system_instructions", "choices",
+    "tool_definitions", "response_format", "content_mode", "content_truncated", "trace_id", "span_id", "gaps",
+    "cost_usd", "price_version", "priced", "scored_version", "claimed_by", "lease_until", "score_error",
+    "score_attempts", "use_observed", "use_coverage", "scorer_config",
+)
+ATTEMPT_COLUMNS = ("call_id", "index", "started_at", "duration_s", "status_code", "error_type", "request_id")
 
 _CALL_TEXT_COLUMNS = (
     "provider",
@@ -215,102 +240,119 @@ _CALL_JSON_COLUMNS = (
     "tool_definitions",
     "response_format",
 )
+_TEXT_AT = tuple(CALL_COLUMNS.index(name) for name in _CALL_TEXT_COLUMNS)
+_JSON_AT = tuple(CALL_COLUMNS.index(name) for name in _CALL_JSON_COLUMNS)
+_GAPS_AT = CALL_COLUMNS.index("gaps")
+
+
+def call_values(
+    record: CallRecord,
+    cost_usd: float | None,
+    price_version: str | None,
+    priced: str,
+) -> tuple[list[Any], list[list[Any]]]:
+    """The ``wasteaudit_calls`` row (``CALL_COLUMNS`` order) and the attempt rows (``ATTEMPT_COLUMNS``)."""
+    gaps = list(record.gaps) if record.gaps else []
+    choices = record.choices
+    finish_reasons = record.finish_reasons
+    row: list[Any] = [
+        record.id,
+        record.provider,
+        record.operation,
+        record.api,
+        record.started_at,
+        record.run_id,
+        record.function,
+        record.method,
+        record.request_model,
+        record.response_model,
+        record.response_id,
+        record.server_address,
+        record.server_port,
+        bool(record.stream),
+        record.ended_at,
+        record.duration_s,
+        record.time_to_first_chunk_s,
+        record.request_params,
+        record.output_type,
+        record.usage_source,
+        record.input_tokens,
+        record.input_cache_read_tokens,
+        record.input_cache_write_tokens,
+        record.output_tokens,
+        record.output_reasoning_tokens,
+        record.usage_details,
+        record.service_tier,
+        list(finish_reasons) if finish_reasons is not None else None,
+        record.finish_category,
+        record.stream_state,
+        record.chunks,
+        record.status_code,
+        record.error_type,
+        record.error_message,
+        max(1, len(record.attempts)),
+        record.input_messages,
+        record.system_instructions,
+        [_choice(c) for c in choices] if choices else [],
+        record.tool_definitions,
+        record.response_format,
+        record.content_mode,
+        bool(record.content_truncated),
+        record.trace_id,
+        record.span_id,
+        None,  # gaps, below
+        cost_usd,
+        price_version,
+        priced,
+        None,  # scored_version
+        None,  # claimed_by
+        None,  # lease_until
+        None,  # score_error
+        None,  # score_attempts
+        None,  # use_observed
+        None,  # use_coverage
+        None,  # scorer_config
+    ]
+    changed = False
+    for at in _TEXT_AT:
+        value = row[at]
+        if value is None:
+            continue
+        if type(value) is not str:
+            row[at] = value = str(value)
+        if "\x00" in value or (not value.isascii() and _str_problem(value)):
+            row[at] = _fix_str(value)
+            changed = True
+    if changed and GAP_TEXT_REPLACED not in gaps:
+        gaps.append(GAP_TEXT_REPLACED)
+    for at in _JSON_AT:
+        value = row[at]
+        if value is not None:
+            row[at] = encode_json(value, gaps)
+    row[_GAPS_AT] = encode_json(gaps) if gaps else "[]"  # last: the encodings above may have added to it
+
+    call_id = record.id
+    attempts = [
+        [
+            call_id,
+            attempt.index,
+            attempt.started_at,
+            attempt.duration_s,
+            attempt.status_code,
+            clean_text(attempt.error_type)[0],
+            clean_text(attempt.request_id)[0],
+        ]
+        for attempt in record.attempts
+    ]
+    return row, attempts
 
 
 def call_rows(
     record: CallRecord, cost_usd: float | None, price_version: str | None, priced: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The ``wasteaudit_calls`` row and the ``wasteaudit_attempts`` rows for one call."""
-    gaps = list(record.gaps) if record.gaps else []
-    row: dict[str, Any] = {
-        "id": record.id,
-        "provider": record.provider,
-        "operation": record.operation,
-        "api": record.api,
-        "started_at": record.started_at,
-        "run_id": record.run_id,
-        "function": record.function,
-        "method": record.method,
-        "request_model": record.request_model,
-        "response_model": record.response_model,
-        "response_id": record.response_id,
-        "server_address": record.server_address,
-        "server_port": record.server_port,
-        "stream": bool(record.stream),
-        "ended_at": record.ended_at,
-        "duration_s": record.duration_s,
-        "time_to_first_chunk_s": record.time_to_first_chunk_s,
-        "request_params": record.request_params,
-        "output_type": record.output_type,
-        "usage_source": record.usage_source,
-        "input_tokens": record.input_tokens,
-        "input_cache_read_tokens": record.input_cache_read_tokens,
-        "input_cache_write_tokens": record.input_cache_write_tokens,
-        "output_tokens": record.output_tokens,
-        "output_reasoning_tokens": record.output_reasoning_tokens,
-        "usage_details": record.usage_details,
-        "service_tier": record.service_tier,
-        "finish_reasons": list(record.finish_reasons) if record.finish_reasons is not None else None,
-        "finish_category": record.finish_category,
-        "stream_state": record.stream_state,
-        "chunks": record.chunks,
-        "status_code": record.status_code,
-        "error_type": record.error_type,
-        "error_message": record.error_message,
-        "attempts": max(1, len(record.attempts)),
-        "input_messages": record.input_messages,
-        "system_instructions": record.system_instructions,
-        "choices": [_choice(c) for c in record.choices] if record.choices else [],
-        "tool_definitions": record.tool_definitions,
-        "response_format": record.response_format,
-        "content_mode": record.content_mode,
-        "content_truncated": bool(record.content_truncated),
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "gaps": gaps,
-        "cost_usd": cost_usd,
-        "price_version": price_version,
-        "priced": priced,
-        "scored_version": None,
-        "claimed_by": None,
-        "lease_until": None,
-        "score_error": None,
-        "score_attempts": None,
-        "use_observed": None,
-        "use_coverage": None,
-        "scorer_config": None,
-    }
-    changed = False
-    for column in _CALL_TEXT_COLUMNS:
-        value = row[column]
-        if value is None:
-            continue
-        if type(value) is not str:
-            row[column] = value = str(value)
-        if "\x00" in value or (not value.isascii() and _str_problem(value)):
-            row[column] = _fix_str(value)
-            changed = True
-    if changed and GAP_TEXT_REPLACED not in gaps:
-        gaps.append(GAP_TEXT_REPLACED)
-    for column in _CALL_JSON_COLUMNS:
-        value = row[column]
-        if value is not None:
-            row[column] = encode_json(value, gaps)
-    row["gaps"] = encode_json(gaps) if gaps else "[]"  # last: the encodings above may have added to it
-
-    attempts = [
-        {
-            "call_id": record.id,
-            "index": attempt.index,
-            "started_at": attempt.started_at,
-            "duration_s": attempt.duration_s,
-            "status_code": attempt.status_code,
-            "error_type": clean_text(attempt.error_type)[0],
-            "request_id": clean_text(attempt.request_id)[0],
-        }
-        for attempt in record.attempts
-    ]
-    return row, attempts
+    """The ``wasteaudit_calls`` row and the ``wasteaudit_attempts`` rows for one call, keyed by column."""
+    row, attempts = call_values(record, cost_usd, price_version, priced)
+    return dict(zip(CALL_COLUMNS, row)), [dict(zip(ATTEMPT_COLUMNS, attempt)) for attempt in attempts]
 
 
 def run_row(record: RunRecord) -> dict[str, Any]:

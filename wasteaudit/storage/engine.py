@@ -17,11 +17,23 @@ from wasteaudit.storage.convert import json_default
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
-__all__ = ("DEFAULT_URL", "ENV_VAR", "resolve_url", "safe_url", "create_engine_for", "check_connection")
+__all__ = (
+    "DEFAULT_URL",
+    "ENV_VAR",
+    "resolve_url",
+    "safe_url",
+    "create_engine_for",
+    "tune_for_bulk_writes",
+    "check_connection",
+)
 
 ENV_VAR = "WASTEAUDIT_DATABASE_URL"
 DEFAULT_URL = "sqlite:///wasteaudit.db"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# The writer's SQLite connections: a page cache that holds the indexes' hot pages (the default is
+# 2 MiB), and a WAL checkpointed every 16 MiB instead of every 4 MiB (each checkpoint syncs the
+# database file). Together about a fifth less CPU per stored call (docs/reliability.md).
+SQLITE_WRITER_PRAGMAS = ("PRAGMA cache_size=-8192", "PRAGMA wal_autocheckpoint=4000")
 PG_CONNECT_TIMEOUT_S = 5
 
 _PG_SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}
@@ -143,6 +155,27 @@ def _sqlite_on_connect(in_memory: bool) -> Any:
             cursor.close()
 
     return on_connect
+
+
+def tune_for_bulk_writes(engine: Engine) -> None:
+    """Per-connection settings for an engine that only appends batches (the writer's own).
+
+    Call before the engine's first connection. SQLite only; nothing here trades durability
+    (``synchronous`` stays NORMAL, as for every connection).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for statement in SQLITE_WRITER_PRAGMAS:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+
+    event.listen(engine, "connect", on_connect)
 
 
 def check_connection(engine: Engine) -> None:

@@ -3,10 +3,13 @@
 ``submit`` is the only part on the app's hot path: an O(1) append to a bounded deque under a
 lock, no I/O, no SQLAlchemy (this module imports it only inside the writer threads). Two daemon
 threads form a pipeline: the converter drains the deque in batches, applies the content policy,
-prices calls and encodes rows; the database thread writes each converted batch in one
-transaction (Core ``insert()`` statements compiled once, run with the driver's executemany), so
-a crash never leaves half a call (call + attempts). The database's own work (SQLite's B-trees,
-PostgreSQL's round trips) runs outside the GIL, so converting the next batch overlaps it.
+prices calls and encodes rows (calls and attempts as lists in table column order); the database
+thread writes each converted batch in one transaction, so a crash never leaves half a call
+(call + attempts). On PostgreSQL calls and attempts go in by COPY (far less server work than
+one INSERT per row); everything else, SQLite, and any batch COPY fails on, goes through Core
+``insert()`` statements compiled once and run with the driver's executemany. The database's
+own work (SQLite's B-trees, PostgreSQL's round trips) runs outside the GIL, so converting the
+next batch overlaps it.
 
 Fail-open: when the database is unreachable or locked, the in-flight batch is kept and retried
 with capped exponential backoff while new records keep queueing. The buffer (queued plus in
@@ -24,7 +27,9 @@ shutting down leaves its row behind, and the next writer on that host reports it
 
 Writes are idempotent, so a batch retried after an ambiguous failure cannot duplicate rows:
 runs are upserted by id (a run is re-sent when it ends, possibly after its calls), calls,
-attempts and scores are inserted with ON CONFLICT DO NOTHING.
+attempts and scores are inserted with ON CONFLICT DO NOTHING. COPY has no ON CONFLICT: a COPY
+that meets a row already stored fails as a whole and the batch is written again at once with
+those INSERTs.
 """
 
 from __future__ import annotations
@@ -270,6 +275,7 @@ class Writer:
         self._state_checked = False
         self._last_batch_ok = False
         self._previous_unclean: list[dict[str, Any]] = []
+        self._bulk_retries = 0  # COPY batches written again with the idempotent INSERTs
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here, its lock may be held forever, its queue
@@ -457,9 +463,10 @@ class Writer:
         """The engine and its compiled statements (no connection yet: encoding needs only the dialect)."""
         with self._engine_lock:
             if self._engine is None:
-                from wasteaudit.storage.engine import create_engine_for
+                from wasteaudit.storage.engine import create_engine_for, tune_for_bulk_writes
 
                 engine = create_engine_for(self.url)
+                tune_for_bulk_writes(engine)
                 self._statements = _Statements(engine)
                 self._engine = engine
             return self._engine
@@ -534,12 +541,12 @@ class Writer:
 
     def _prepare(self, batch: _Batch) -> list[tuple[Any, ...]]:
         """Rows for each record; a record that cannot be converted is dropped alone (``batch.invalid``)."""
-        from wasteaudit.storage.convert import call_rows, run_row, score_row
+        from wasteaudit.storage.convert import call_values, run_row, score_row
         from wasteaudit.storage.pricing import price_call
 
         statements = self._statements
         assert statements is not None
-        encode_call, encode_attempt = statements.insert_call.encode, statements.insert_attempt.encode
+        encode_call, encode_attempt = statements.insert_call.encode_values, statements.insert_attempt.encode_values
         units: list[tuple[Any, ...]] = []
         invalid = 0
         overrides, policy = self._overrides, self._content_policy
@@ -551,7 +558,7 @@ class Writer:
                         policy(record)
                     cost, version, status = price_call(record, overrides)
                     record.cost_usd, record.price_version = cost, version  # "filled by the writer"
-                    row, attempts = call_rows(record, cost, version, status)
+                    row, attempts = call_values(record, cost, version, status)
                     units.append(("call", record.id, encode_call(row), [encode_attempt(a) for a in attempts]))
                 elif kind is RunRecord:
                     units.append(("run", record.id, statements.upsert_run.encode(run_row(record))))
@@ -565,7 +572,15 @@ class Writer:
         batch.invalid = invalid
         return units
 
-    def _insert(self, engine: Engine, units: list[tuple[Any, ...]], *, invalid: int = 0) -> None:
+    def _insert(self, engine: Engine, units: list[tuple[Any, ...]], *, invalid: int = 0, bulk: bool = True) -> None:
+        """Write converted records and this writer's state row in one transaction.
+
+        On PostgreSQL calls and attempts go in with COPY (``bulk``): a fraction of the server
+        work of one INSERT per row. COPY cannot skip rows already stored, so if it fails for
+        any reason (a retry of a batch whose commit did happen, bad content, a lost
+        connection) the batch is written again at once with the idempotent INSERTs, whose
+        outcome is the batch's outcome.
+        """
         runs: dict[str, Any] = {}
         calls: list[Any] = []
         attempts: list[Any] = []
@@ -581,6 +596,25 @@ class Writer:
                 scores.append(unit[2])
         statements = self._statements
         assert statements is not None
+        state = self._state_row(len(units) + invalid)
+        if bulk and calls and statements.copy:
+            try:
+                with engine.begin() as connection:
+                    if runs:
+                        connection.exec_driver_sql(statements.upsert_run.sql, list(runs.values()))
+                    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                    try:
+                        _copy(cursor, statements.insert_call, calls)
+                        if attempts:
+                            _copy(cursor, statements.insert_attempt, attempts)
+                    finally:
+                        cursor.close()
+                    if scores:
+                        connection.exec_driver_sql(statements.insert_score.sql, scores)
+                    connection.exec_driver_sql(statements.upsert_state.sql, [state])
+                return
+            except Exception:  # written again below; that attempt's error (if any) is the one classified
+                self._bulk_retries += 1
         with engine.begin() as connection:
             for compiled, rows in (
                 (statements.upsert_run, list(runs.values())),
@@ -589,8 +623,8 @@ class Writer:
                 (statements.insert_score, scores),
             ):
                 if rows:
-                    connection.exec_driver_sql(compiled.sql, rows)
-            connection.exec_driver_sql(statements.upsert_state.sql, [self._state_row(len(units) + invalid)])
+                    connection.exec_driver_sql(compiled.sql, compiled.params(rows))
+            connection.exec_driver_sql(statements.upsert_state.sql, [state])
 
     def _isolate(self, units: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Write one record per transaction to find and drop the ones the database refuses.
@@ -601,7 +635,7 @@ class Writer:
         assert engine is not None
         for position, unit in enumerate(units):
             try:
-                self._insert(engine, [unit])
+                self._insert(engine, [unit], bulk=False)
             except Exception as exc:
                 if _classify(exc) == "transient":
                     self._on_transient(exc)
@@ -642,6 +676,7 @@ class _Statements:
     """
 
     def __init__(self, engine: Engine) -> None:
+        from wasteaudit.storage.convert import ATTEMPT_COLUMNS, CALL_COLUMNS
         from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow, WriterStateRow
 
         dialect = engine.dialect
@@ -658,13 +693,18 @@ class _Statements:
         )
         self.upsert_run = _Compiled(upsert, runs, dialect)
         self.insert_call = _Compiled(
-            insert(CallRow.__table__).on_conflict_do_nothing(index_elements=["id"]), CallRow.__table__, dialect
+            insert(CallRow.__table__).on_conflict_do_nothing(index_elements=["id"]),
+            CallRow.__table__,
+            dialect,
+            CALL_COLUMNS,
         )
         self.insert_attempt = _Compiled(
             insert(AttemptRow.__table__).on_conflict_do_nothing(index_elements=["call_id", "index"]),
             AttemptRow.__table__,
             dialect,
+            ATTEMPT_COLUMNS,
         )
+        self.copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
         state = WriterStateRow.__table__
         state_insert = insert(state)
         self.upsert_state = _Compiled(
@@ -681,9 +721,13 @@ class _Statements:
 
 
 class _Compiled:
-    """One compiled INSERT, and the encoder from a ``convert`` row to the driver's parameters."""
+    """One compiled INSERT, and the encoders from ``convert``'s rows to the driver's parameters.
 
-    def __init__(self, statement: Any, table: Any, dialect: Any) -> None:
+    Rows come as dicts (runs, scores, state) or, for calls and attempts, as lists in
+    ``columns`` order (the table's), which COPY and qmark drivers take as they are.
+    """
+
+    def __init__(self, statement: Any, table: Any, dialect: Any, columns: tuple[str, ...] | None = None) -> None:
         import operator
 
         from wasteaudit.storage.models import UTCDateTime
@@ -693,7 +737,19 @@ class _Compiled:
         self._times = tuple(c.name for c in table.columns if isinstance(c.type, UTCDateTime))
         self._time = _sqlite_time if dialect.name == "sqlite" else _aware_time
         # qmark drivers (sqlite3) take tuples in the compiled order; pyformat (psycopg) takes dicts.
+        self._positional = bool(dialect.positional)
         self._order = operator.itemgetter(*compiled.positiontup) if dialect.positional else None
+        self.columns = columns
+        if columns is not None:
+            self._time_at = tuple(columns.index(name) for name in self._times)
+            self._reorder: Callable[[list[Any]], Any] | None = None  # psycopg: lists (COPY) or dicts (params)
+            if dialect.positional:  # sqlite3: tuples (SQLAlchemy's executemany takes no lists)
+                order = tuple(compiled.positiontup)
+                self._reorder = tuple if order == columns else operator.itemgetter(*(columns.index(k) for k in order))
+            preparer = dialect.identifier_preparer
+            self.copy_sql = (
+                f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(name) for name in columns)}) FROM STDIN"
+            )
 
     def encode(self, row: dict[str, Any]) -> Any:
         to_time = self._time
@@ -702,6 +758,30 @@ class _Compiled:
             if value is not None:
                 row[name] = to_time(value)
         return self._order(row) if self._order is not None else row
+
+    def encode_values(self, row: list[Any]) -> Any:
+        """A row in ``columns`` order, timestamps in the driver's form (in place)."""
+        to_time = self._time
+        for at in self._time_at:
+            value = row[at]
+            if value is not None:
+                row[at] = to_time(value)
+        return self._reorder(row) if self._reorder is not None else row
+
+    def params(self, rows: list[Any]) -> list[Any]:
+        """``rows`` as executemany parameters (pyformat drivers take dicts)."""
+        if self.columns is None or self._positional:
+            return rows
+        columns = self.columns
+        return [dict(zip(columns, row)) for row in rows]
+
+
+def _copy(cursor: Any, compiled: _Compiled, rows: list[Any]) -> None:
+    """COPY rows (in ``compiled.columns`` order) into the table (psycopg 3, text format)."""
+    with cursor.copy(compiled.copy_sql) as copy:
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
 
 
 def _epoch(value: Any) -> float | None:

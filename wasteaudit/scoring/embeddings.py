@@ -28,6 +28,7 @@ __all__ = (
     "EmbeddingStore",
     "load_default_embedder",
     "default_threads",
+    "default_workers",
     "DEFAULT_MODEL",
     "INSTALL_HINT",
 )
@@ -74,6 +75,11 @@ class SentenceTransformerEmbedder:
         self._model: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def threads(self) -> int:
+        """Torch intra-op threads per ``encode`` (0 = torch's own choice)."""
+        return self._threads
+
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
@@ -117,6 +123,19 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
+def default_workers(embedder: Any = None) -> int:
+    """Encoder threads for a flush (``$WASTEAUDIT_SCORER_WORKERS``, else one per core).
+
+    Divided by the embedder's own torch threads, so cores are not oversubscribed.
+    """
+    env = os.environ.get("WASTEAUDIT_SCORER_WORKERS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = os.cpu_count() or 1
+    per = getattr(embedder, "threads", 1)
+    return max(1, cores // (per if isinstance(per, int) and per > 0 else cores))  # 0 = torch uses every core
+
+
 def default_model_path() -> str:
     """Where the packaged MiniLM lives; raises :class:`MissingExtraError` when it is not installed."""
     try:
@@ -142,24 +161,38 @@ class EmbeddingStore:
     Detectors first ``request`` texts (cheap), the engine calls ``flush`` once per batch (one
     ``encode`` for everything not cached), then detectors ask ``cos``/``max_cos``.
 
-    ``background=True`` lets the engine hand full chunks (``send``) to one encoder thread while
-    it goes on with the cheap checks of the next calls: torch releases the GIL, so the model
-    and the Python rules use one core each. Only the calling thread touches the cache; the
-    encoder thread just turns a list of texts into vectors.
+    ``background=True`` uses encoder threads, in two phases:
+
+    * while the engine runs the cheap checks, full chunks (``send``) go to *one* encoder thread,
+      one chunk after another — the rules keep the other core;
+    * at ``flush`` the calling thread only waits, so what is left is split into interleaved
+      parts encoded by ``workers`` threads at once (default: one per core). Each runs torch on
+      its own thread(s); unlike more intra-op threads of one encode, idle threads here sleep
+      instead of spin-waiting, so a busy machine is not made slower (measurements in
+      ``docs/waste-taxonomy.md``).
+
+    Only the calling thread touches the cache; encoder threads just turn lists of texts into
+    vectors. Which texts go into which ``encode`` depends only on the order of requests, never
+    on timing, so results do not depend on thread scheduling.
     """
 
-    def __init__(self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 32) -> None:
+    def __init__(
+        self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 32, workers: int | None = None
+    ) -> None:
         self.embedder = embedder
         self.max_entries = max_entries
         self.chunk = chunk
+        self.background = background
+        self.workers = workers if workers is not None else default_workers(embedder)
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._pending: dict[str, str] = {}
         self._inflight: list[tuple[list[str], Any]] = []
         self._inflight_keys: set[str] = set()
-        self._executor: Any = None
+        self._executor: Any = None  # the one thread for chunks sent during the rules
+        self._pool: Any = None  # ``workers`` threads for the flush, created on first need
         self._pid = os.getpid()
         if background:
-            self._executor = _encoder_thread()
+            self._executor = _encoder_thread(1)
         self.encoded = 0
         self.hits = 0
         self.encode_calls = 0
@@ -185,21 +218,31 @@ class EmbeddingStore:
         """Start encoding the requested texts in the background once a chunk is full (no-op otherwise)."""
         if self._executor is None or len(self._pending) < self.chunk:
             return
-        if os.getpid() != self._pid:  # a forked child does not inherit the encoder thread
-            self._pid, self._executor = os.getpid(), _encoder_thread()
-            self._inflight, self._inflight_keys = [], set()
-        keys, texts = self._take()
+        self._after_fork()
+        ((keys, texts),) = self._take()
         self._inflight.append((keys, self._executor.submit(self.embedder.encode, texts)))
         self._inflight_keys.update(keys)
 
-    def _take(self) -> tuple[list[str], list[str]]:
-        # Sorted by length: padding inside a model batch is then small.
+    def _after_fork(self) -> None:
+        """A forked child does not inherit the encoder threads: start afresh."""
+        if os.getpid() != self._pid:
+            self._pid, self._executor, self._pool = os.getpid(), _encoder_thread(1), None
+            self._inflight, self._inflight_keys = [], set()
+
+    def _take(self, parts: int = 1) -> list[tuple[list[str], list[str]]]:
+        """Empty the pending texts into ``parts`` lists (fewer when there are fewer texts)."""
+        # Sorted by length: padding inside a model batch is then small. Interleaved parts keep
+        # that, and give each part about the same number of word pieces.
         keys = sorted(self._pending, key=lambda k: len(self._pending[k]))
-        texts = [self._pending[k] for k in keys]
+        parts = max(1, min(parts, len(keys) // 8 or 1))
+        out = []
+        for p in range(parts):
+            part = keys[p::parts]
+            out.append((part, [self._pending[k] for k in part]))
+            self.encode_calls += 1
+            self.batch_sizes.append(len(part))
         self._pending.clear()
-        self.encode_calls += 1
-        self.batch_sizes.append(len(keys))
-        return keys, texts
+        return out
 
     def _put(self, keys: list[str], vectors: Any) -> None:
         for k, vec in zip(keys, vectors):
@@ -210,16 +253,18 @@ class EmbeddingStore:
         """Encode every requested text not yet cached and wait for background chunks; returns how many."""
         done = 0
         if self._pending and self._executor is None:
-            keys, texts = self._take()
+            ((keys, texts),) = self._take()
             self._put(keys, self.embedder.encode(texts))
             done += len(keys)
-        if self._executor is not None and os.getpid() != self._pid:
-            self._pid, self._executor = os.getpid(), _encoder_thread()
-            self._inflight, self._inflight_keys = [], set()
+        if self._executor is not None:
+            self._after_fork()
         if self._pending and self._executor is not None:
-            # Queue the rest behind the running chunks: one encode at a time, never two competing.
-            keys, texts = self._take()
-            self._inflight.append((keys, self._executor.submit(self.embedder.encode, texts)))
+            # The rules are done and this thread only waits: every worker encodes a part.
+            if self.workers > 1 and self._pool is None:
+                self._pool = _encoder_thread(self.workers)
+            pool = self._pool or self._executor
+            for keys, texts in self._take(self.workers):
+                self._inflight.append((keys, pool.submit(self.embedder.encode, texts)))
         inflight, self._inflight = self._inflight, []
         try:
             for keys, future in inflight:
@@ -232,9 +277,10 @@ class EmbeddingStore:
         return done
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in (self._executor, self._pool):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._executor = self._pool = None
 
     def vector(self, text: str) -> Any:
         k = self.key(text)
@@ -266,7 +312,7 @@ class EmbeddingStore:
         return len(self._cache)
 
 
-def _encoder_thread() -> Any:
+def _encoder_thread(workers: int) -> Any:
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasteaudit-embed")
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasteaudit-embed")

@@ -108,7 +108,7 @@ def test_flush_splits_the_rest_across_encoder_threads_and_gives_the_vectors_of_o
     assert single.embedder.sizes == [len(texts)]
     a = np.stack([split.vector(t) for t in texts])
     b = np.stack([single.vector(t) for t in texts])
-    assert np.allclose(a, b, atol=1e-5)
+    assert np.array_equal(a, b)  # a vector does not depend on its batch neighbours
     split.close()
 
 
@@ -150,3 +150,40 @@ def test_a_closing_restatement_of_unused_sentences_is_not_embedded(embedder):
     assert {f.subkind for f in skipping.findings} == {"not_in_result"}
     assert skipping.stats["moot_checks"] == 2  # the restatement and the near-duplicate pair
     assert skipping.stats["texts_embedded"] == 0 and embedding.stats["texts_embedded"] == 2
+
+
+class _FirstCallWaits(_Recording):
+    """Holds its first encode until released, so later chunks queue behind it."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        import threading
+
+        self.release = threading.Event()
+
+    def encode(self, texts):
+        if not self.sizes:
+            self.release.wait(30)
+        return super().encode(texts)
+
+
+def test_chunks_still_queued_at_flush_are_shared_out_across_the_encoder_threads(embedder):
+    import threading
+
+    texts = [f"The {w} worker renews the ticket every {n} minutes." for n, w in enumerate(["shared", "nightly", "fresh", "stale"] * 10)][:37]
+    slow = _FirstCallWaits(embedder)
+    store = EmbeddingStore(slow, background=True, chunk=16, workers=2)
+    store.request(texts[:16])
+    store.send()  # running (held)
+    store.request(texts[16:32])
+    store.send()  # queued behind it
+    store.request(texts[32:])
+    threading.Timer(0.5, slow.release.set).start()
+    assert store.flush() == len(texts)
+    assert sorted(slow.sizes) == [10, 11, 16]  # the held chunk, then the other 21 texts in two parts
+    assert store.encode_calls == 3
+    reference = EmbeddingStore(embedder)
+    reference.request(texts)
+    reference.flush()
+    assert all(np.array_equal(store.vector(t), reference.vector(t)) for t in texts)
+    store.close()

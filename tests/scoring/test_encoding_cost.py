@@ -132,7 +132,7 @@ def test_encoder_threads_default_to_one_per_core_divided_by_the_torch_threads_of
     assert default_workers(Threads(1)) == 4
     assert default_workers(Threads(2)) == 2
     assert default_workers(Threads(0)) == 1  # torch's own choice already uses every core
-    assert default_workers(object()) == 4
+    assert default_workers(object()) == 1  # an embedder that does not say: not called from two threads
     monkeypatch.setenv("WASTEAUDIT_SCORER_WORKERS", "3")
     assert default_workers(Threads(1)) == 3
 
@@ -187,3 +187,17 @@ def test_chunks_still_queued_at_flush_are_shared_out_across_the_encoder_threads(
     reference.flush()
     assert all(np.array_equal(store.vector(t), reference.vector(t)) for t in texts)
     store.close()
+
+
+def test_a_fresh_model_called_from_several_threads_at_once_returns_every_vector():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wasteaudit.scoring.embeddings import SentenceTransformerEmbedder, default_model_path
+
+    fresh = SentenceTransformerEmbedder(default_model_path(), threads=1)  # its first encode sets up the tokenizer
+    batches = [[f"The {w} queue {v} the report every {n} minutes." for n in range(6)] for w in ("nightly", "shared", "remote", "local")
+               for v in ("checks", "routes")]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(fresh.encode, batches))
+    assert [r.shape for r in results] == [(6, 384)] * len(batches)
+    assert np.array_equal(results[0], fresh.encode(batches[0]))

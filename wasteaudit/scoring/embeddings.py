@@ -75,6 +75,8 @@ class SentenceTransformerEmbedder:
         self._max_seq_length = max_seq_length
         self._model: Any = None
         self._lock = threading.Lock()
+        self._first = threading.Lock()
+        self._warm = False
 
     @property
     def threads(self) -> int:
@@ -98,7 +100,21 @@ class SentenceTransformerEmbedder:
         return self._model
 
     def encode(self, texts: Sequence[str]) -> Any:
+        """Unit vectors for ``texts``; safe to call from several threads at once.
+
+        The first call runs alone: it sets the tokenizer's padding and truncation, and the Rust
+        tokenizer refuses to be changed while another thread uses it ("Already borrowed").
+        Later calls set the same values, which leaves it untouched.
+        """
         model = self._model if self._model is not None else self._load()
+        if not self._warm:
+            with self._first:
+                out = self._encode(model, texts)
+                self._warm = True
+                return out
+        return self._encode(model, texts)
+
+    def _encode(self, model: Any, texts: Sequence[str]) -> Any:
         import torch
 
         if self._threads:
@@ -128,13 +144,17 @@ def default_threads() -> int:
 def default_workers(embedder: Any = None) -> int:
     """Encoder threads for a flush (``$WASTEAUDIT_SCORER_WORKERS``, else one per core).
 
-    Divided by the embedder's own torch threads, so cores are not oversubscribed.
+    Divided by the embedder's own torch threads, so cores are not oversubscribed. An embedder
+    that does not state its ``threads`` (a stand-in, a remote API) gets one: it may not be
+    safe to call from two threads at once.
     """
     env = os.environ.get("WASTEAUDIT_SCORER_WORKERS")
     if env and env.isdigit() and int(env) > 0:
         return int(env)
     cores = os.cpu_count() or 1
-    per = getattr(embedder, "threads", 1)
+    per = getattr(embedder, "threads", None)
+    if per is None:
+        return 1
     return max(1, cores // (per if isinstance(per, int) and per > 0 else cores))  # 0 = torch uses every core
 
 

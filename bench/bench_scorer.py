@@ -2,6 +2,8 @@
 
     python bench/bench_scorer.py                 # 2,000 calls, batches of 200
     python bench/bench_scorer.py --calls 5000 --batch 500 --rules-only
+    python bench/bench_scorer.py --workers 1      # A/B: one encoder thread at the end of a batch
+    python bench/bench_scorer.py --calls 10000 --verify   # sustained; findings vs embedding everything
 
 The mix (stated in the output) imitates a production app: ~200 output tokens and ~8 segments
 per call; most outputs returned verbatim, some partly used, a few paraphrased, repeated,
@@ -9,6 +11,8 @@ restated, duplicated, truncated-and-retried, invalid-then-valid, refused or samp
 are generated from word lists so that almost every sentence is unique (a cold cache really is
 cold). "Cold" = empty embedding cache and duplicate window (the model is loaded beforehand and
 its load time reported apart); "warm" = the same records again with the embedding cache filled.
+"cores busy" = CPU seconds of the process per wall second: how much of the machine the pass
+used (on a busy machine wall figures swing; this and calls per CPU-second are steadier).
 Peak memory: tracemalloc's peak of Python allocations during scoring, and the process max RSS
 (which includes the model and torch).
 """
@@ -162,20 +166,22 @@ def run_pass(scorer, calls, runs, batch: int) -> dict[str, float]:
     t0 = time.perf_counter()
     c0 = time.process_time()
     found: list = []
-    embedded = 0
+    embedded = moot = 0
     for start in range(0, len(calls), batch):
         chunk = calls[start : start + batch]
         result = scorer.score(chunk, {c.run_id: runs[c.run_id] for c in chunk if c.run_id in runs})
         found += result.findings
         embedded += result.stats["texts_embedded"]
+        moot += result.stats.get("moot_checks", 0)
     return {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "findings": found, "embedded": embedded,
-            "encodes": (store.encode_calls - calls0) if store is not None else 0}
+            "encodes": (store.encode_calls - calls0) if store is not None else 0, "moot": moot}
 
 
 def line(name: str, n: int, r: dict) -> str:
     per = r["embedded"] / n
     chunks = f", {r['encodes']} encode calls of {r['embedded'] / r['encodes']:.0f} texts on average" if r["encodes"] else ""
-    return (f"{name}: {n / r['wall']:7.0f} calls/s wall, {n / r['cpu']:5.0f} calls per CPU-second "
+    chunks += f", {r['moot']} checks that could not change a finding not embedded" if r.get("moot") else ""
+    return (f"{name}: {n / r['wall']:7.0f} calls/s wall, {n / r['cpu']:5.0f} calls per CPU-second, {r['cpu'] / r['wall']:.2f} cores busy "
             f"({r['wall']:.2f} s, {len(r['findings'])} findings, {r['embedded']} texts embedded = {per:.2f} per call{chunks})")
 
 
@@ -238,10 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules-only", action="store_true", help="no embeddings (the fallback without the scorer extra)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the embedder (default: every core but one; 0 = torch's own)")
     parser.add_argument("--no-background", action="store_true", help="encode on the calling thread instead of beside the rules")
+    parser.add_argument("--workers", type=int, default=None, help="encoder threads at the end of a batch (default: one per core; 1 = the former single encoder thread)")
     parser.add_argument("--naive", type=int, default=300, help="calls in the naive-baseline sample (embed every segment); 0 skips it")
     parser.add_argument("--db", action="store_true", help="also time the worker path (score_pending on SQLite, rules only)")
     parser.add_argument("--verify", action="store_true",
-                        help="also score with the lexical shortcuts off (embedding decides everything) and compare the findings")
+                        help="also score with the lexical shortcuts off and every deferred check embedded, and compare the findings")
     args = parser.parse_args(argv)
 
     from wasteaudit.scoring import Scorer, ScorerConfig
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     background = not args.no_background
     t = time.perf_counter()
     embedder = None
+    workers = 1
     if not args.rules_only:
         from wasteaudit.scoring.embeddings import SentenceTransformerEmbedder, default_model_path
 
@@ -265,11 +273,17 @@ def main(argv: list[str] | None = None) -> int:
         embedder.encode(["warm up the model"])
         import torch
 
-        print(f"model load: {time.perf_counter() - t:.1f} s; torch threads {torch.get_num_threads()}, "
-              f"encoder {'in a background thread beside the rules' if background else 'on the calling thread'}")
+        from wasteaudit.scoring.embeddings import default_workers
 
-    def fresh(config: ScorerConfig | None = None) -> Scorer:
-        return Scorer(config, embedder=embedder, background=background)
+        workers = args.workers or default_workers(embedder)
+        print(f"model load: {time.perf_counter() - t:.1f} s; torch threads {torch.get_num_threads()} per encode, encoder "
+              + (f"thread beside the rules, then {workers} encoder thread(s) at the end of each batch" if background else "on the calling thread"))
+
+    def fresh(config: ScorerConfig | None = None, skip_moot: bool = True) -> Scorer:
+        scorer = Scorer(config, embedder=embedder, background=background, skip_moot=skip_moot)
+        if scorer.store is not None:
+            scorer.store.workers = workers
+        return scorer
 
     load = os.getloadavg()[0]
     scorer = fresh()
@@ -296,11 +310,11 @@ def main(argv: list[str] | None = None) -> int:
               f"cold is {(n / cold['wall']) / (len(sample) / wall):.1f}x faster (wall), {(n / cold['cpu']) / (len(sample) / cpu):.1f}x (CPU)")
 
     if embedder is not None and args.verify:
-        ref = fresh(ScorerConfig(lexical_shortcuts=False))
+        ref = fresh(ScorerConfig(lexical_shortcuts=False), skip_moot=False)
         ref.store = scorer.store  # the same vectors: only the extra texts are encoded
         reference = run_pass(ref, calls, runs, args.batch)
         a, b = sorted(map(key, cold["findings"])), sorted(map(key, reference["findings"]))
-        print(f"verify: {len(a)} findings with lexical shortcuts, {len(b)} with embeddings deciding everything "
+        print(f"verify: {len(a)} findings with lexical shortcuts and moot checks skipped, {len(b)} with embeddings deciding everything "
               f"({reference['embedded']} more texts embedded): {'identical' if a == b else 'DIFFERENT'}")
         for item in sorted(set(a) - set(b)):
             print(f"  only with shortcuts: {item}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from wasteaudit.records import CallRecord, ChoiceContent
 from wasteaudit.scoring import jsontext
-from wasteaudit.scoring.ledger import Candidate, Deferred
+from wasteaudit.scoring.ledger import Candidate, Claim, Deferred
 from wasteaudit.scoring.lexical import content_words, digest, negation_count, normalize, numbers, words
 from wasteaudit.scoring.settings import ScorerConfig
 from wasteaudit.scoring.texts import context_hash, is_hashed, json_requested, last_user_text, params_key, request_hash
@@ -358,7 +358,7 @@ def detect_duplicate(view: CallView, probe: IndexEntry, index: DuplicateIndex, c
                 lexical_same.add(earlier.call_id)
             else:
                 texts += [probe.response_text, earlier.response_text]
-    return [], [Deferred(view.id, [t for t in texts if t], resolve)]
+    return [], [Deferred(view.id, [t for t in texts if t], resolve, claim=Claim("duplicate_call", "confirmed", 0.9))]
 
 
 def _candidate(view: CallView, earlier: IndexEntry, match: str, agree: str, tier: str, confidence: float, extra: dict[str, Any]) -> Candidate:

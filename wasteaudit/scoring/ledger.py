@@ -15,7 +15,7 @@ from typing import Any, Callable
 from wasteaudit.scoring.findings import KIND_PRIORITY, SUBKIND_ORDER, SUBKINDS, Finding
 from wasteaudit.scoring.views import CallView
 
-__all__ = ("Candidate", "Deferred", "assign")
+__all__ = ("Candidate", "Claim", "Deferred", "assign", "moot")
 
 UnitKey = tuple[Any, ...]
 
@@ -57,10 +57,69 @@ class Deferred:
     resolve: Callable[[Any], list[Candidate]]
     fallback: Callable[[], list[Candidate]] | None = None
     gap: str = ""
+    #: The most ``resolve`` can ever propose (see :class:`Claim`); ``None`` = always embed.
+    claim: Claim | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Claim:
+    """An upper bound on what a deferred check can label: its best-ranked possible candidate.
+
+    ``tier``/``subkind``/``confidence`` are the best the check can return (confirmed beats
+    possible, higher confidence beats lower); ``choice``/``units`` cover every unit any of its
+    candidates can name. :func:`moot` uses it to skip a check whose candidates could only find
+    their tokens already taken — embedding its texts cannot change a finding.
+    """
+
+    subkind: str
+    tier: str
+    confidence: float
+    choice: int | None = None
+    units: tuple[UnitKey, ...] | None = None
+
+    def rank(self) -> tuple[Any, ...]:
+        return (0 if self.tier == "confirmed" else 1, KIND_PRIORITY[SUBKINDS[self.subkind]], SUBKIND_ORDER[self.subkind], -self.confidence)
 
 
 def _order(c: Candidate, n: int) -> tuple[Any, ...]:
     return (0 if c.tier == "confirmed" else 1, KIND_PRIORITY[c.kind], SUBKIND_ORDER[c.subkind], -c.confidence, n)
+
+
+def moot(view: CallView, claim: Claim | None, decided: list[Candidate]) -> bool:
+    """Would every candidate of a deferred check find all its tokens already taken?
+
+    ``decided``: candidates of the same call that exist before any deferred check resolves.
+    :func:`assign` processes candidates in ``_order``; resolved candidates come after every
+    decided one in the list, so a decided candidate ranked no later than ``claim`` is processed
+    first. If such candidates take each unit the check could name in full, the check's
+    candidates get no tokens and emit no finding: it need not be embedded. Exact, not a heuristic.
+    """
+    if claim is None:
+        return False
+    rank = claim.rank()
+    ahead = [c for c in decided if c.call_id == view.id and _order(c, 0)[:4] <= rank]
+    if not ahead:
+        return False
+    for ch in view.choices:
+        if claim.choice is not None and ch.index != claim.choice:
+            continue
+        keys = list(ch.units) if claim.units is None else [k for k in claim.units if k in ch.units]
+        for key in keys:
+            if ch.units[key].tokens > 0 and not any(_takes_all(c, ch, key) for c in ahead):
+                return False
+    return True
+
+
+def _takes_all(c: Candidate, ch: Any, key: UnitKey) -> bool:
+    """Does candidate ``c`` want every token of unit ``key`` of choice ``ch``?"""
+    if c.choice is not None and c.choice != ch.index:
+        return False
+    if c.units is not None and key not in c.units:
+        return False
+    if c.share and key in c.share:
+        tokens = ch.units[key].tokens
+        return int(round(tokens * max(0.0, min(1.0, c.share[key])))) >= tokens
+    return True
 
 
 def assign(views: dict[str, CallView], candidates: list[Candidate]) -> list[Finding]:

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from wasteaudit.scoring.context import RunContext
-from wasteaudit.scoring.ledger import Candidate, Deferred
+from wasteaudit.scoring.ledger import Candidate, Claim, Deferred
 from wasteaudit.scoring.lexical import (
     AFFIRMATIONS, NEGATIONS, STOPWORDS, WORD_RE, content_words, jaccard, numbers, overlap, seq_rep_n, shingles, stem, words,
 )
@@ -338,7 +338,8 @@ def _restatements(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: set[
         ]
 
     texts = sorted({segs[i].text for p in pairs for i in p[:2]})
-    return lexical, [Deferred(view.id, texts, resolve)]
+    claim = Claim("repetition", "confirmed", 0.9, ch.index, tuple(("seg", i) for i in sorted({p[0] for p in pairs})))
+    return lexical, [Deferred(view.id, texts, resolve, claim=claim)]
 
 
 def _restated_verbatim(seg: Segment, ranked: list[Segment]) -> int | None:
@@ -396,7 +397,8 @@ def _near_duplicates(view: CallView, ch: ChoiceView, cfg: ScorerConfig, taken: s
         ]
 
     texts = sorted({by_index[i].text for p in pairs for i in p})
-    return [Deferred(view.id, texts, resolve)]
+    claim = Claim("repetition", "possible", 0.3, ch.index, tuple(("seg", i) for i in sorted({p[0] for p in pairs})))
+    return [Deferred(view.id, texts, resolve, claim=claim)]
 
 
 def _echo(view: CallView, ch: ChoiceView, cfg: ScorerConfig, embeddings: bool) -> tuple[list[Candidate], list[Deferred]]:
@@ -442,7 +444,7 @@ def _echo(view: CallView, ch: ChoiceView, cfg: ScorerConfig, embeddings: bool) -
                               evidence={"rule": "opening_restatement", "reason": "the opening restates the question and adds nothing", "cosine": round(cos, 3)})]
         return []
 
-    return out, [Deferred(view.id, [first.text, target], resolve)]
+    return out, [Deferred(view.id, [first.text, target], resolve, claim=Claim("prompt_echo", "confirmed", 0.8, ch.index, (("seg", first.index),)))]
 
 
 def _echoed_grams(tokens: list[str], pgrams: set[tuple[str, ...]], starts: set[str]) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from wasteaudit.scoring import jsontext
 from wasteaudit.scoring.context import RunContext
 from wasteaudit.scoring.jsonuse import is_used_leaf
-from wasteaudit.scoring.ledger import Candidate, Deferred
+from wasteaudit.scoring.ledger import Candidate, Claim, Deferred
 from wasteaudit.scoring.lexical import overlap, shingles
 from wasteaudit.scoring.settings import ScorerConfig
 from wasteaudit.scoring.views import CallView, ChoiceView
@@ -250,7 +250,8 @@ def _paraphrase_check(view: CallView, ch: ChoiceView, seg_texts: dict[int, str],
         return [Candidate(view.id, subkind, "possible", 0.4, ch.index, [("seg", i) for i in unmatched],
                           evidence={**base, "reason": "segments not found verbatim; paraphrased use could not be checked (no embeddings)"})]
 
-    return Deferred(view.id, list(seg_texts.values()) + targets, resolve, fallback, gap="paraphrased use not checked (no embeddings)")
+    claim = Claim(subkind, "confirmed", 0.8, ch.index, tuple(("seg", i) for i in unmatched))
+    return Deferred(view.id, list(seg_texts.values()) + targets, resolve, fallback, gap="paraphrased use not checked (no embeddings)", claim=claim)
 
 
 def _json_access(ch: ChoiceView, ctx: RunContext) -> Any:

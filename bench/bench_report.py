@@ -348,6 +348,8 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="reuse an already built database (SQLite file / PostgreSQL database)")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--build-only", action="store_true", help="build the database(s) and stop")
+    parser.add_argument("--pg-name", default="wasteaudit_bench_report", help="PostgreSQL database name")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--since", help=argparse.SUPPRESS)
     parser.add_argument("--until", help=argparse.SUPPRESS)
@@ -359,7 +361,7 @@ def main() -> int:
 
     results = {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        pg_name = "wasteaudit_bench_report"
+        pg_name = args.pg_name
         if backend == "sqlite":
             url = f"sqlite:///{args.sqlite}"
             if not (args.reuse and os.path.exists(args.sqlite)):
@@ -377,6 +379,8 @@ def main() -> int:
                 url = _pg_database(args.postgres, pg_name, create=True)
                 print(f"building {args.calls:,} calls in PostgreSQL database {pg_name} ...", file=sys.stderr)
                 print(json.dumps(build(url, args.calls)), file=sys.stderr)
+        if args.build_only:
+            continue
         if args.reuse:
             print(f"schema upgrade of the reused database: {upgrade_schema(url)} s", file=sys.stderr)
         week = _measure_subprocess(url, args.repeats)

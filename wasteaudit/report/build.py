@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
@@ -20,10 +21,12 @@ import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
 from wasteaudit.report import alarms as alarm_rules
-from wasteaudit.report import metrics
+from wasteaudit.report import metrics, rollups
 from wasteaudit.report.bootstrap import Gate, noninferiority
 from wasteaudit.report.efficiency import RunTable, Settings
 from wasteaudit.report.period import Period
+
+_log = logging.getLogger("wasteaudit.report")
 
 __all__ = ("SCHEMA_ID", "KINDS", "SUBKINDS", "BY_CHOICES", "parse_by", "build")
 
@@ -325,11 +328,14 @@ def _reading(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def _read_runs(engine: Engine, span: metrics.Span, settings: Settings, with_tags: bool, tag_key: str | None) -> tuple[RunTable, RunTable]:
+def _read_runs(
+    engine: Engine, span: metrics.Span, settings: Settings, with_tags: bool, tag_key: str | None, from_rollups: bool = False
+) -> tuple[RunTable, RunTable]:
     current_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=1)
     previous_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=0)
     with _reading(engine) as conn:
-        for chunk in metrics.run_rows(conn, span, with_tags=with_tags):
+        chunks = rollups.run_rows(conn, span) if from_rollups else metrics.run_rows(conn, span, with_tags=with_tags)
+        for chunk in chunks:
             current_runs.add_chunk(chunk)
             previous_runs.add_chunk(chunk)
     return current_runs, previous_runs
@@ -337,12 +343,13 @@ def _read_runs(engine: Engine, span: metrics.Span, settings: Settings, with_tags
 
 def _read_calls(
     engine: Engine, period: Period, previous: Period, span: metrics.Span, settings: Settings, with_tags: bool,
-    tag_key: str | None, overrides: Any,
+    tag_key: str | None, overrides: Any, from_rollups: bool = False,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with _reading(engine) as conn:
-        out["cube"] = metrics.call_cube(conn, span)
-        out["waste"] = metrics.waste_cube(conn, span)
+        source = rollups if from_rollups else metrics
+        out["cube"] = source.call_cube(conn, span)
+        out["waste"] = source.waste_cube(conn, span)
         if with_tags:
             out["tags"] = metrics.tag_cube(conn, span, tag_key)
             out["tag_waste"] = metrics.tag_waste_cube(conn, span, tag_key)
@@ -354,8 +361,26 @@ def _read_calls(
     return out
 
 
+def _use_rollups(engine: Engine, span: metrics.Span, with_tags: bool) -> bool:
+    """Whether this report can read the rollups: periods aligned to UTC days, not by tag, the
+    rollup tables present, and the span's dirty days re-aggregated (a read-only or busy
+    database, or any error, means reading the base tables instead: same figures, slower)."""
+    if with_tags or not rollups.aligned(span):
+        return False
+    try:
+        with engine.connect() as conn:
+            if not rollups.available(conn):
+                return False
+        rollups.refresh(engine, span.start, span.end)
+    except Exception as exc:  # noqa: BLE001 - the base tables give the same figures
+        _log.info("report rollups not used (%s: %s); reading the calls instead", type(exc).__name__, exc)
+        return False
+    return True
+
+
 def _collect(
-    engine: Engine, period: Period, previous: Period, settings: Settings, by: str, tag_key: str | None, overrides: Any
+    engine: Engine, period: Period, previous: Period, settings: Settings, by: str, tag_key: str | None, overrides: Any,
+    use_rollups: bool = True,
 ) -> tuple[_PeriodData, _PeriodData, dict[str, Any]]:
     """Both periods, read together: one pass over calls, one over findings, one for runs.
 
@@ -368,13 +393,14 @@ def _collect(
     span = metrics.Span(previous.start, period.start, period.end)
     from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+    fast = use_rollups and _use_rollups(engine, span, with_tags)
     if isinstance(engine.pool, (SingletonThreadPool, StaticPool)):
-        current_runs, previous_runs = _read_runs(engine, span, settings, with_tags, tag_key)
-        side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides)
+        current_runs, previous_runs = _read_runs(engine, span, settings, with_tags, tag_key, fast)
+        side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides, fast)
     else:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wasteaudit-report") as pool:
-            runs_job = pool.submit(_read_runs, engine, span, settings, with_tags, tag_key)
-            side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides)
+            runs_job = pool.submit(_read_runs, engine, span, settings, with_tags, tag_key, fast)
+            side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides, fast)
             current_runs, previous_runs = runs_job.result()
     cube, waste = side["cube"], side["waste"]
     cur = _PeriodData(period, [r for r in cube if r.period == 1], [w for w in waste if w.period == 1], current_runs)
@@ -751,13 +777,16 @@ def build(
     now: datetime | None = None,
     dropped_records: int | None = None,
     price_overrides: Any = None,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    """The report document. ``use_rollups=False`` reads the base tables only (the figures are
+    the same; tests compare the two)."""
     settings = settings or Settings()
     if price_overrides is None:
         price_overrides = _configured_overrides()
     previous_period = period.previous()
     generated = now if now is not None else datetime.now(timezone.utc)
-    cur, prev, side = _collect(engine, period, previous_period, settings, by, tag_key, price_overrides)
+    cur, prev, side = _collect(engine, period, previous_period, settings, by, tag_key, price_overrides, use_rollups)
     top, judge = side["top"], side["judge"]
     missed_usd, missed = side["missed"]
     daily = _daily(cur)

@@ -430,6 +430,10 @@ def _gate(
     qb, fb = b.quality_sample(b_dim, b_key)
     sa = _names(a)[fa].astype(str) if len(fa) else np.array([], dtype=str)
     sb = _names(b)[fb].astype(str) if len(fb) else np.array([], dtype=str)
+    # The resamples draw runs by position: put the runs in a canonical order (function, q), so
+    # the bounds do not depend on the order the database returned the runs in.
+    oa, ob = np.lexsort((qa, sa)), np.lexsort((qb, sb))
+    qa, sa, qb, sb = qa[oa], sa[oa], qb[ob], sb[ob]
     return noninferiority(
         qa,
         sa,

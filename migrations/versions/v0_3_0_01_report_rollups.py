@@ -26,7 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 DIRTY = "wasteaudit_rollup_dirty"
-TABLES = ("wasteaudit_rollup_calls", "wasteaudit_rollup_waste", "wasteaudit_rollup_runs")
+TABLES = ("wasteaudit_rollup_calls", "wasteaudit_rollup_waste", "wasteaudit_rollup_runs", "wasteaudit_rollup_top")
 #: Call columns the report's figures read: an update of any other (leases, content) marks nothing.
 CALL_COLUMNS = (
     "started_at", "function", "provider", "request_model", "response_model", "run_id", "scored_version",
@@ -93,6 +93,14 @@ def upgrade() -> None:
         sa.Column("q", sa.Double(), nullable=True),
         sa.Column("failed", sa.Boolean(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_wasteaudit_rollup_runs")),
+    )
+    op.create_table(
+        "wasteaudit_rollup_top", _id(),
+        sa.Column("day", sa.Date(), nullable=True),
+        sa.Column("call_id", sa.String(length=32), nullable=True),
+        *_big("tokens"),
+        sa.Column("cost_usd", sa.Double(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_wasteaudit_rollup_top")),
     )
     op.create_index(f"ix_{DIRTY}_day_tx", DIRTY, ["day", "tx"])
     for table in TABLES:

@@ -124,10 +124,21 @@ def test_the_rollup_passes_return_the_same_cells_and_run_rows_as_the_call_passes
         assert [(r.period, str(r.day), r.key, r.calls, r.output_tokens, r.scored_calls, r.cacheable_min_input) for r in fast] == [
             (r.period, str(r.day), r.key, r.calls, r.output_tokens, r.scored_calls, r.cacheable_min_input) for r in slow
         ]
-        wkey = lambda r: (r.period, str(r.day), r.key, r.kind, r.subkind, r.tier)  # noqa: E731
-        assert sorted((wkey(r), r.tokens, r.findings) for r in rollups.waste_cube(conn, span)) == sorted(
-            (wkey(r), r.tokens, r.findings) for r in metrics.waste_cube(conn, span)
-        )
+        by_period: dict[Any, list[int]] = {}
+        daily: dict[Any, int] = {}
+        for r in metrics.waste_cube(conn, span):
+            slot = by_period.setdefault((r.period, r.key, r.kind, r.subkind, r.tier), [0, 0])
+            slot[0] += r.tokens
+            slot[1] += r.findings
+            if r.period == 1:
+                daily[(str(r.day), r.kind, r.tier)] = daily.get((str(r.day), r.kind, r.tier), 0) + r.tokens
+        assert {(r.period, r.key, r.kind, r.subkind, r.tier): [r.tokens, r.findings] for r in rollups.waste_cube(conn, span)} == by_period
+        assert {(str(r.day), r.kind, r.tier): r.tokens for r in rollups.daily_waste(conn, span)} == daily
+        for limit in (1, 3, 10):
+            expected = [tuple(r) for r in conn.execute(metrics.top_ranking(W47, W48, limit))]
+            got = rollups.top_ranking(conn, W47, W48, limit)
+            assert got is not None and [(r["call_id"], r["tokens"], r["cost_usd"]) for r in got] == expected
+        assert rollups.top_ranking(conn, W47, W48, rollups.TOP_PER_DAY + 1) is None
 
         def rows(chunks: Any) -> list[tuple[Any, ...]]:
             out = []

@@ -350,10 +350,13 @@ def _read_calls(
         source = rollups if from_rollups else metrics
         out["cube"] = source.call_cube(conn, span)
         out["waste"] = source.waste_cube(conn, span)
+        if from_rollups:
+            out["daily_waste"] = rollups.daily_waste(conn, span)
         if with_tags:
             out["tags"] = metrics.tag_cube(conn, span, tag_key)
             out["tag_waste"] = metrics.tag_waste_cube(conn, span, tag_key)
-        out["top"] = _top_findings(conn, period, settings.top_findings)
+        ranked = rollups.top_ranking(conn, period.start, period.end, settings.top_findings) if from_rollups else None
+        out["top"] = _top_findings(conn, period, settings.top_findings, ranked)
         out["judge"] = _judge(conn, period)
         cube_now = _collapse_days([r for r in out["cube"] if r.period == 1])
         probe = _PeriodData(period, cube_now, [], RunTable(settings))
@@ -405,7 +408,7 @@ def _collect(
     cube, waste = side["cube"], side["waste"]
     cur = _PeriodData(period, [r for r in cube if r.period == 1], [w for w in waste if w.period == 1], current_runs)
     prev = _PeriodData(previous, [r for r in cube if r.period == 0], [w for w in waste if w.period == 0], previous_runs)
-    cur.daily_cube, cur.daily_waste = cur.cube, cur.waste
+    cur.daily_cube, cur.daily_waste = cur.cube, side.get("daily_waste", cur.waste)
     cur.cube, cur.waste = _collapse_days(cur.cube), _collapse_waste_days(cur.waste)
     prev.cube, prev.waste = _collapse_days(prev.cube), _collapse_waste_days(prev.waste)
     if with_tags:
@@ -422,18 +425,29 @@ def _names(table: RunTable) -> np.ndarray:
     return np.array(table.keys("function") or [""], dtype=object)
 
 
+def _canonical(table: RunTable, q: np.ndarray, functions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs sorted by (function name, q)."""
+    if not len(q):
+        return q, functions
+    names = table.keys("function")
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[sorted(range(len(names)), key=lambda i: str(names[i]))] = np.arange(len(names))
+    order = np.lexsort((q, rank[functions]))
+    return q[order], functions[order]
+
+
 def _gate(
     a: RunTable, a_dim: str, a_key: Any, b: RunTable, b_dim: str, b_key: Any, settings: Settings, label: str,
     *, bound: bool = True,
 ) -> Gate:
     qa, fa = a.quality_sample(a_dim, a_key)
     qb, fb = b.quality_sample(b_dim, b_key)
+    # The resamples draw runs by position: put the runs in a canonical order (function name, q),
+    # so the bounds do not depend on the order the database returned the runs in.
+    qa, fa = _canonical(a, qa, fa)
+    qb, fb = _canonical(b, qb, fb)
     sa = _names(a)[fa].astype(str) if len(fa) else np.array([], dtype=str)
     sb = _names(b)[fb].astype(str) if len(fb) else np.array([], dtype=str)
-    # The resamples draw runs by position: put the runs in a canonical order (function, q), so
-    # the bounds do not depend on the order the database returned the runs in.
-    oa, ob = np.lexsort((qa, sa)), np.lexsort((qb, sb))
-    qa, sa, qb, sb = qa[oa], sa[oa], qb[ob], sb[ob]
     return noninferiority(
         qa,
         sa,
@@ -591,8 +605,8 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-def _top_findings(conn: Connection, period: Period, limit: int) -> list[dict[str, Any]]:
-    rows, found = metrics.top_wasteful_calls(conn, period.start, period.end, limit)
+def _top_findings(conn: Connection, period: Period, limit: int, ranked: list[Any] | None = None) -> list[dict[str, Any]]:
+    rows, found = metrics.top_wasteful_calls(conn, period.start, period.end, limit, ranked)
     by_call: dict[str, list[dict[str, Any]]] = {}
     for f in found:
         by_call.setdefault(f["call_id"], []).append(

@@ -29,11 +29,12 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
+import numpy as np
 from sqlalchemy import BigInteger, Date, Float, and_, case, cast, delete, func, insert, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from wasteaudit.report import metrics
-from wasteaudit.storage.models import RollupCallRow, RollupDirtyRow, RollupRunRow, RollupWasteRow
+from wasteaudit.storage.models import RollupCallRow, RollupDirtyRow, RollupRunRow, RollupTopRow, RollupWasteRow
 
 __all__ = ("aligned", "refresh", "call_cube", "waste_cube", "run_rows", "available")
 
@@ -43,6 +44,9 @@ dirty = RollupDirtyRow.__table__
 r_calls = RollupCallRow.__table__
 r_waste = RollupWasteRow.__table__
 r_runs = RollupRunRow.__table__
+r_top = RollupTopRow.__table__
+#: Calls kept per day in the top-waste rollup: a report's top list can be at most this long.
+TOP_PER_DAY = 10
 calls, findings, runs, scores = metrics.calls, metrics.findings, metrics.runs, metrics.scores
 
 # pg_advisory_xact_lock key: one refresh at a time (b"wa-rollu" as a signed 64-bit integer).
@@ -92,8 +96,14 @@ def _recompute(conn: Connection, first: date, last: date) -> None:
     dialect = conn.dialect.name
     c, f, s, r = calls.c, findings.c, scores.c, runs.c
     lo, hi = _midnight(first), _midnight(last + timedelta(days=1))
-    for table in (r_calls, r_waste, r_runs):
+    for table in (r_calls, r_waste, r_runs, r_top):
         conn.execute(delete(table).where(table.c.day >= first, table.c.day <= last))
+    day_ = first
+    while day_ <= last:  # each day's top calls by confirmed waste (metrics.top_ranking)
+        ranked = conn.execute(metrics.top_ranking(_midnight(day_), _midnight(day_ + timedelta(days=1)), TOP_PER_DAY)).all()
+        if ranked:
+            conn.execute(insert(r_top), [{"day": day_, "call_id": r[0], "tokens": r[1], "cost_usd": r[2]} for r in ranked])
+        day_ += timedelta(days=1)
     day = _call_day(dialect).label("day")
     keys = [c.function, c.provider, c.request_model, c.response_model]
     where = and_(c.started_at >= lo, c.started_at < hi, _not_judge())
@@ -246,103 +256,222 @@ def call_cube(conn: Connection, span: metrics.Span) -> list[metrics.CubeRow]:
     return [metrics._cube_row(metrics._cell_key(m), m) for m in conn.execute(stmt).mappings()]
 
 
+def _waste_sums() -> list[Any]:
+    t = r_waste.c
+    return [
+        func.sum(t.tokens).label("tokens"), func.sum(t.cost_usd).label("cost_usd"),
+        func.sum(t.findings).label("n"), func.sum(t.priced_findings).label("priced"),
+    ]
+
+
 def waste_cube(conn: Connection, span: metrics.Span) -> list[metrics.WasteRow]:
-    """:func:`metrics.waste_cube` from the waste rollup."""
+    """:func:`metrics.waste_cube` from the waste rollup, summed over the days of each period
+    (:func:`daily_waste` gives the days)."""
     dialect = conn.dialect.name
     t = r_waste.c
-    period, day, keys = _period(r_waste, span), _day_text(r_waste, dialect), _keys(r_waste, dialect)
+    period, keys = _period(r_waste, span), _keys(r_waste, dialect)
     stmt = (
-        select(
-            period, day, *keys, t.kind, t.subkind, t.tier,
-            func.sum(t.tokens).label("tokens"), func.sum(t.cost_usd).label("cost_usd"),
-            func.sum(t.findings).label("n"), func.sum(t.priced_findings).label("priced"),
-        )
+        select(period, *keys, t.kind, t.subkind, t.tier, *_waste_sums())
         .where(_span_where(r_waste, span))
-        .group_by(period, day, *keys, t.kind, t.subkind, t.tier)
+        .group_by(period, *keys, t.kind, t.subkind, t.tier)
     )
     return [metrics._waste_row(metrics._cell_key(m), m) for m in conn.execute(stmt).mappings()]
 
 
+def daily_waste(conn: Connection, span: metrics.Span) -> list[metrics.WasteRow]:
+    """Finding sums per day × kind × tier of the current period (the daily chart)."""
+    dialect = conn.dialect.name
+    t = r_waste.c
+    day = _day_text(r_waste, dialect)
+    stmt = (
+        select(day, t.kind, t.tier, *_waste_sums())
+        .where(t.day >= _day_of(span.split), t.day < _day_of(span.end))
+        .group_by(day, t.kind, t.tier)
+    )
+    return [
+        metrics.WasteRow((), m["kind"], "", m["tier"], int(m["tokens"] or 0), metrics._float(m["cost_usd"]), int(m["n"] or 0),
+                         int(m["priced"] or 0), 1, m["day"])
+        for m in conn.execute(stmt).mappings()
+    ]
+
+
+def top_ranking(conn: Connection, start: datetime, end: datetime, limit: int) -> list[Any] | None:
+    """:func:`metrics.top_ranking` from the days' tops (None when ``limit`` exceeds what is kept)."""
+    if limit > TOP_PER_DAY:
+        return None
+    t = r_top.c
+    stmt = (
+        select(t.call_id, t.tokens, t.cost_usd)
+        .where(t.day >= _day_of(start), t.day < _day_of(end))
+        .order_by(func.coalesce(t.cost_usd, 0.0).desc(), t.tokens.desc(), t.call_id)
+        .limit(limit)
+    )
+    return [dict(m) for m in conn.execute(stmt).mappings()]
+
+
 def run_rows(conn: Connection, span: metrics.Span, *, chunk_size: int = 50_000) -> Iterator[metrics.RunChunk]:
-    """:func:`metrics.run_rows` from the run rollup: the same rows, q and failed included."""
+    """:func:`metrics.run_rows` from the run rollup: the same rows, q and failed included.
+
+    The span's rollup rows are read in index order (no sort in the database) and added up per
+    (period, run, provider, model) with numpy; so are each run's totals and its primary model
+    (a GROUP BY and window functions over these rows cost several times more on SQLite). Held
+    in memory: a few numbers per rollup row and a dict of the span's run ids — per run, like the
+    per-run arrays of :class:`efficiency.RunTable`; never per call.
+    """
     dialect = conn.dialect.name
     t = r_runs.c
-    period = _period(r_runs, span)
-    run_id = metrics._bytewise(t.run_id, dialect).label("run_id")
-    provider, request_model, response_model = _keys(r_runs, dialect)[1:]
-    per_model = (
-        select(
-            period, run_id, func.min(t.function).label("function"), provider, request_model, response_model,
-            cast(func.sum(t.t), BigInteger).label("t"), func.sum(t.n).label("n"), func.sum(t.c).label("c"),
-            func.sum(t.n_priced).label("n_priced"), func.sum(t.n_scored).label("n_scored"),
-            cast(func.sum(t.w), BigInteger).label("w"),
-            func.max(case((t.observable, 1), else_=0)).label("observable"),
-            func.max(t.q).label("q"), func.max(case((t.failed, 1), else_=0)).label("failed"),
-        )
-        .where(_span_where(r_runs, span))
-        .group_by(period, run_id, provider, request_model, response_model)
-        .subquery("per_model")
-    )
-    pm = per_model.c
-    part = (pm.period, pm.run_id)
-    whole = lambda col: func.sum(col).over(partition_by=part)  # noqa: E731
-    rn = func.row_number().over(
-        partition_by=part, order_by=(func.coalesce(pm.t, 0).desc(), pm.request_model, pm.response_model, pm.provider)
-    )
-    ranked = select(
-        pm.period, pm.run_id, pm.function, pm.provider, pm.request_model, pm.response_model, pm.observable, pm.q, pm.failed,
-        pm.t.label("cell_t"), cast(whole(pm.t), BigInteger).label("t"), whole(pm.n).label("n"), whole(pm.c).label("c"),
-        whole(pm.n_priced).label("n_priced"), whole(pm.n_scored).label("n_scored"), cast(whole(pm.w), BigInteger).label("w"),
-        rn.label("rn"),
-    ).subquery("ranked")
-    rk = ranked.c
-    primary = rk.rn == 1
-
-    def only_primary(value: Any) -> Any:
-        return case((primary, value), else_=None)
-
     stmt = select(
-        rk.period,
-        metrics._key_or(rk.function, metrics.NO_FUNCTION),
-        metrics._key_or(rk.request_model, None, rk.response_model, metrics.UNKNOWN_MODEL),
-        rk.provider,
-        primary.label("primary"),
-        rk.cell_t,
-        rk.observable,
-        only_primary(rk.t),
-        only_primary(case((rk.n_priced == rk.n, rk.c), else_=None)),
-        only_primary(case((rk.n_scored == rk.n, rk.w), else_=None)),
-        only_primary(rk.q),
-        only_primary(rk.failed),
-    )
-    result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
+        _period(r_runs, span), t.run_id, t.function, t.provider, t.request_model, t.response_model,
+        t.t, t.n, t.c, t.n_priced, t.n_scored, t.w, t.observable, t.q, t.failed,
+    ).where(_span_where(r_runs, span))
+    cell_index: dict[tuple[Any, ...], int] = {}
+    function_index: dict[Any, int] = {}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("period", "run_id", "cell", "fn", "t", "n", "c", "np", "ns", "w", "obs", "q", "failed")}
+    for rows in _raw_rows(conn, stmt, chunk_size):
+        cols = list(zip(*rows))
+        count = len(rows)
+        parts["period"].append(np.array(cols[0], dtype=np.int64))
+        parts["run_id"].append(np.array(cols[1], dtype=str))
+        parts["cell"].append(_ids(cell_index, zip(cols[3], cols[4], cols[5]), count))
+        parts["fn"].append(_ids(function_index, cols[2], count))
+        for name, i in (("t", 6), ("n", 7), ("c", 8), ("np", 9), ("ns", 10), ("w", 11), ("q", 13)):
+            parts[name].append(_nan(cols[i]))
+        parts["obs"].append(np.array([bool(v) for v in cols[12]], dtype=bool))
+        parts["failed"].append(np.array([bool(v) for v in cols[14]], dtype=bool))
+    if not parts["period"]:
+        return
+    col = {name: np.concatenate(values) for name, values in parts.items()}
+    del parts
+    # (period, run id) -> a dense run index (numpy's sort of fixed-width strings, no Python loop).
+    run_names, run_inverse = np.unique(col.pop("run_id"), return_inverse=True)
+    col["run"] = run_inverse.reshape(-1) * 2 + col.pop("period")
+    del run_names
+    cells = list(cell_index)  # (provider, request model, response model)
+    functions = list(function_index)
+    del cell_index, function_index
+    # Groups: (period, run, cell), as metrics.run_rows groups calls.
+    key = col["run"] * len(cells) + col["cell"]
+    groups, inverse = np.unique(key, return_inverse=True)
+    g_run, g_cell = groups // len(cells), groups % len(cells)
+    size = len(groups)
+
+    def group_sum(values: np.ndarray) -> np.ndarray:
+        total = np.bincount(inverse, weights=np.nan_to_num(values), minlength=size)
+        return np.where(np.bincount(inverse, weights=~np.isnan(values), minlength=size) > 0, total, np.nan)
+
+    g = {name: group_sum(col[name]) for name in ("t", "n", "c", "np", "ns", "w")}
+    g_obs = np.bincount(inverse, weights=col["obs"], minlength=size) > 0
+    g_failed = np.bincount(inverse, weights=col["failed"], minlength=size) > 0
+    g_q = np.full(size, np.nan)
+    np.fmax.at(g_q, inverse, col["q"])
+    # min(function) per group, by the functions' sort order (None sorts after any name: SQL min skips NULL).
+    named = sorted(f for f in functions if f is not None)
+    f_rank = np.array([len(named) if f is None else named.index(f) for f in functions], dtype=np.int64)
+    g_fn = np.full(size, len(named), dtype=np.int64)
+    np.minimum.at(g_fn, inverse, f_rank[col["fn"]])
+    del col, key, inverse
+    # Per run (period, run id): totals over its groups, and its primary group.
+    run_ids, run_of = np.unique(g_run, return_inverse=True)
+    n_runs = len(run_ids)
+
+    def run_sum(values: np.ndarray) -> np.ndarray:
+        total = np.bincount(run_of, weights=np.nan_to_num(values), minlength=n_runs)
+        return np.where(np.bincount(run_of, weights=~np.isnan(values), minlength=n_runs) > 0, total, np.nan)
+
+    whole = {name: run_sum(g[name]) for name in ("t", "n", "c", "np", "ns", "w")}
+    nulls_first = dialect != "postgresql"  # how ORDER BY ranks a missing model name (metrics.run_rows)
+    order = np.lexsort((
+        _ranks([cells[i][0] for i in g_cell], nulls_first),
+        _ranks([cells[i][2] for i in g_cell], nulls_first),
+        _ranks([cells[i][1] for i in g_cell], nulls_first),
+        -np.nan_to_num(g["t"]),
+        run_of,
+    ))
+    primary = np.zeros(size, dtype=bool)
+    primary[order[np.concatenate(([True], run_of[order][1:] != run_of[order][:-1]))]] = True
+    cost = np.where(whole["np"] == whole["n"], whole["c"], np.nan)[run_of]
+    wasted = np.where(whole["ns"] == whole["n"], whole["w"], np.nan)[run_of]
+    t_run = whole["t"][run_of]
+    for lo in range(0, size, chunk_size):
+        sl = slice(lo, lo + chunk_size)
+        p = primary[sl].tolist()
+
+        def only_primary(values: np.ndarray, p: list[bool] = p) -> list[Any]:
+            return [v if keep and v == v else None for v, keep in zip(values.tolist(), p)]
+
+        cell_keys = [cells[i] for i in g_cell[sl].tolist()]
+        n = len(p)
+        nothing: list[Any] = [None] * n
+        yield metrics.RunChunk(
+            period=(g_run[sl] & 1).tolist(),
+            run_id=g_run[sl].tolist(),  # a run number (the report never needs the id itself)
+            function=[named[i] if i < len(named) and named[i] else metrics.NO_FUNCTION for i in g_fn[sl].tolist()],
+            model=[k[1] or k[2] or metrics.UNKNOWN_MODEL for k in cell_keys],
+            provider=[k[0] for k in cell_keys],
+            primary=p,
+            cell_output_tokens=[None if v != v else v for v in g["t"][sl].tolist()],
+            observable=g_obs[sl].tolist(),
+            output_tokens=only_primary(t_run[sl]),
+            cost_usd=only_primary(cost[sl]),
+            waste_tokens=only_primary(wasted[sl]),
+            status=nothing,
+            validation=nothing,
+            quality_score=nothing,
+            mean_score=nothing,
+            validation_score=nothing,
+            tags=None,
+            q=only_primary(g_q[sl]),
+            failed=only_primary(g_failed[sl].astype(np.float64)),
+        )
+
+
+def _ids(index: dict[Any, int], values: Any, count: int) -> np.ndarray:
+    """Dense small-integer ids of ``values`` (new values get the next id)."""
+    out = np.empty(count, dtype=np.int64)
+    get = index.get
+    for i, value in enumerate(values):
+        found = get(value)
+        if found is None:
+            found = index[value] = len(index)
+        out[i] = found
+    return out
+
+
+def _raw_rows(conn: Connection, stmt: Any, size: int) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows of ``stmt`` as the driver returns them (plain tuples, no SQLAlchemy row objects),
+    ``size`` at a time, on the connection's open transaction."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    params = compiled.construct_params()
+    processors = compiled._bind_processors
+    processed = {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
+    if conn.dialect.positional:
+        bound: Any = tuple(processed[k] for k in compiled.positiontup or ())
+    else:
+        bound = processed
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        for part_rows in result.partitions(chunk_size):
-            if not part_rows:
-                continue
-            cols = list(zip(*part_rows))
-            n = len(part_rows)
-            nothing: list[Any] = [None] * n
-            yield metrics.RunChunk(
-                period=list(map(int, map(bool, cols[0]))),
-                run_id=nothing,
-                function=list(cols[1]),
-                model=list(cols[2]),
-                provider=list(cols[3]),
-                primary=list(map(bool, cols[4])),
-                cell_output_tokens=list(cols[5]),
-                observable=list(cols[6]),
-                output_tokens=list(cols[7]),
-                cost_usd=list(cols[8]),
-                waste_tokens=list(cols[9]),
-                status=nothing,
-                validation=nothing,
-                quality_score=nothing,
-                mean_score=nothing,
-                validation_score=nothing,
-                tags=None,
-                q=list(cols[10]),
-                failed=list(cols[11]),
-            )
+        cursor.execute(compiled.string, bound)
+        while True:
+            rows = cursor.fetchmany(size)
+            if not rows:
+                return
+            yield rows
     finally:
-        result.close()
+        cursor.close()
+
+
+def _ranks(values: list[Any], nulls_first: bool) -> np.ndarray:
+    """Sort ranks of strings (``None`` first or last), for ordering within a run."""
+    present = sorted({v for v in values if v is not None})
+    rank = {v: i for i, v in enumerate(present)}
+    missing = -1 if nulls_first else len(present)
+    return np.fromiter((missing if v is None else rank[v] for v in values), dtype=np.int64, count=len(values))
+
+
+def _nan(values: Any) -> np.ndarray:
+    """Numbers to float64, None to NaN."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        nan = float("nan")
+        return np.fromiter((nan if v is None else v for v in values), dtype=np.float64, count=len(values))

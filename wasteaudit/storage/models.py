@@ -47,6 +47,7 @@ __all__ = (
     "RollupCallRow",
     "RollupWasteRow",
     "RollupRunRow",
+    "RollupTopRow",
     "UTCDateTime",
     "JSONType",
 )
@@ -392,3 +393,18 @@ class RollupRunRow(Base):
     failed: Mapped[bool | None] = mapped_column(Boolean)
 
     __table_args__ = (Index("ix_wasteaudit_rollup_runs_day", "day"),)
+
+
+class RollupTopRow(Base):
+    """Per UTC day, the calls with the most confirmed waste (dollars, then tokens): the top
+    calls of any period of whole days are among the union of its days' tops."""
+
+    __tablename__ = "wasteaudit_rollup_top"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    call_id: Mapped[str | None] = mapped_column(String(32))
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_wasteaudit_rollup_top_day", "day"),)

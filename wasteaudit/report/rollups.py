@@ -324,20 +324,18 @@ def run_rows(conn: Connection, span: metrics.Span, *, chunk_size: int = 50_000) 
         _period(r_runs, span), t.run_id, t.function, t.provider, t.request_model, t.response_model,
         t.t, t.n, t.c, t.n_priced, t.n_scored, t.w, t.observable, t.q, t.failed,
     ).where(_span_where(r_runs, span))
-    cell_index: dict[tuple[Any, ...], int] = {}
-    function_index: dict[Any, int] = {}
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("period", "run_id", "cell", "fn", "t", "n", "c", "np", "ns", "w", "obs", "q", "failed")}
+    key_index: dict[tuple[Any, ...], int] = {}  # (function, provider, request model, response model)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("period", "run_id", "key", "t", "n", "c", "np", "ns", "w", "obs", "q", "failed")}
     for rows in _raw_rows(conn, stmt, chunk_size):
         cols = list(zip(*rows))
         count = len(rows)
         parts["period"].append(np.array(cols[0], dtype=np.int64))
         parts["run_id"].append(np.array(cols[1], dtype=str))
-        parts["cell"].append(_ids(cell_index, zip(cols[3], cols[4], cols[5]), count))
-        parts["fn"].append(_ids(function_index, cols[2], count))
+        parts["key"].append(_ids(key_index, zip(cols[2], cols[3], cols[4], cols[5]), count))
         for name, i in (("t", 6), ("n", 7), ("c", 8), ("np", 9), ("ns", 10), ("w", 11), ("q", 13)):
             parts[name].append(_nan(cols[i]))
-        parts["obs"].append(np.array([bool(v) for v in cols[12]], dtype=bool))
-        parts["failed"].append(np.array([bool(v) for v in cols[14]], dtype=bool))
+        parts["obs"].append(np.array(cols[12], dtype=bool))  # NULL (no run row) is False
+        parts["failed"].append(np.array(cols[14], dtype=bool))
     if not parts["period"]:
         return
     col = {name: np.concatenate(values) for name, values in parts.items()}
@@ -346,9 +344,15 @@ def run_rows(conn: Connection, span: metrics.Span, *, chunk_size: int = 50_000) 
     run_names, run_inverse = np.unique(col.pop("run_id"), return_inverse=True)
     col["run"] = run_inverse.reshape(-1) * 2 + col.pop("period")
     del run_names
+    # Each distinct (function, provider, request model, response model) -> its cell and function.
+    cell_index: dict[tuple[Any, ...], int] = {}
+    function_index: dict[Any, int] = {}
+    key_cell = np.array([cell_index.setdefault(k[1:], len(cell_index)) for k in key_index], dtype=np.int64)
+    key_function = np.array([function_index.setdefault(k[0], len(function_index)) for k in key_index], dtype=np.int64)
+    col["cell"], col["fn"] = key_cell[col["key"]], key_function[col["key"]]
     cells = list(cell_index)  # (provider, request model, response model)
     functions = list(function_index)
-    del cell_index, function_index
+    del cell_index, function_index, key_index
     # Groups: (period, run, cell), as metrics.run_rows groups calls.
     key = col["run"] * len(cells) + col["cell"]
     groups, inverse = np.unique(key, return_inverse=True)

@@ -231,20 +231,21 @@ def build(url: str, calls_total: int, seed: int = 7) -> dict[str, Any]:
 # --- the schema (the report's indexes come with the migrations) -------------------------------------
 
 
-def upgrade_schema(url: str) -> float:
+def upgrade_schema(url: str) -> float | None:
     """Bring a reused database to the current schema (``wasteaudit db upgrade``): the report's
     indexes and rollup tables and triggers (which mark every existing day dirty)."""
     from wasteaudit.storage.engine import create_engine_for
     from wasteaudit.storage.schema import current_revision, head_revision, upgrade
 
     engine = create_engine_for(url)
-    t0 = time.perf_counter()
     try:
-        if current_revision(engine) != head_revision():
-            upgrade(engine)
+        if current_revision(engine) == head_revision():
+            return None  # nothing to do
+        t0 = time.perf_counter()
+        upgrade(engine)
+        return round(time.perf_counter() - t0, 1)
     finally:
         engine.dispose()
-    return round(time.perf_counter() - t0, 1)
 
 
 def backfill(url: str) -> dict[str, Any]:
@@ -413,6 +414,8 @@ def main() -> int:
         if migration_s is not None:
             print(f"{backend}: schema upgrade (migration) of the reused database: {migration_s} s", file=sys.stderr)
         filled = backfill(url)
+        if migration_s is None and args.reuse:
+            print(f"{backend}: the reused database is at the current schema already", file=sys.stderr)
         print(f"{backend}: rollup backfill (one-off): {filled['days']} days in {filled['wall_s']} s "
               f"(client CPU {filled['client_cpu_s']} s)", file=sys.stderr)
         week = _measure_subprocess(url, args.repeats)

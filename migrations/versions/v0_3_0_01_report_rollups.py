@@ -32,6 +32,7 @@ CALL_COLUMNS = (
     "started_at", "function", "provider", "request_model", "response_model", "run_id", "scored_version",
     "attempts", "input_tokens", "input_cache_read_tokens", "output_tokens", "output_reasoning_tokens", "cost_usd", "priced",
 )
+FINDING_COLUMNS = ("call_id", "scorer_version", "kind", "subkind", "tier", "tokens", "cost_usd")
 RUN_COLUMNS = ("id", "status", "validation", "return_value", "used_values")
 
 
@@ -157,22 +158,36 @@ def _sqlite_triggers() -> list[str]:
 
     out = []
 
-    def trigger(table: str, event: str, body: str, columns: Sequence[str] = ()) -> None:
+    def trigger(table: str, event: str, body: str, columns: Sequence[str] = (), when: str = "") -> None:
         of = f" OF {', '.join(columns)}" if columns else ""
-        out.append(f"CREATE TRIGGER wasteaudit_rollup_{table}_{event} AFTER {event.upper()}{of} ON wasteaudit_{table} BEGIN {body} END")
+        condition = f" WHEN {when}" if when else ""
+        out.append(
+            f"CREATE TRIGGER wasteaudit_rollup_{table}_{event} AFTER {event.upper()}{of} ON wasteaudit_{table}"
+            f"{condition} BEGIN {body} END"
+        )
 
+    def changed(columns: Sequence[str]) -> str:
+        return " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
+
+    # An update marks the old row's day(s) only when its key moved; the new row's always.
     trigger("calls", "insert", call_day("NEW"))
     trigger("calls", "delete", call_day("OLD"))
-    trigger("calls", "update", call_day("OLD") + " " + call_day("NEW"), CALL_COLUMNS)
+    trigger("calls", "update", call_day("NEW") + " " + call_day("OLD").replace(
+        "WHERE d IS NOT NULL", "WHERE d IS NOT NULL AND OLD.started_at IS NOT NEW.started_at"), CALL_COLUMNS, changed(CALL_COLUMNS))
     trigger("findings", "insert", finding_day("NEW"))
     trigger("findings", "delete", finding_day("OLD"))
-    trigger("findings", "update", finding_day("OLD") + " " + finding_day("NEW"))
+    trigger("findings", "update", finding_day("NEW") + " " + finding_day("OLD").replace(
+        "WHERE d IS NOT NULL", "WHERE d IS NOT NULL AND OLD.call_id IS NOT NEW.call_id"), FINDING_COLUMNS)
     trigger("runs", "insert", run_days("NEW.id"))
     trigger("runs", "delete", run_days("OLD.id"))
-    trigger("runs", "update", run_days("OLD.id") + " " + run_days("NEW.id"), RUN_COLUMNS)
+    # A run re-sent unchanged (the writer upserts it when it ends) marks nothing.
+    trigger("runs", "update", run_days("NEW.id") + " " + run_days("OLD.id").replace(
+        "WHERE d IS NOT NULL", "WHERE d IS NOT NULL AND OLD.id IS NOT NEW.id"), RUN_COLUMNS,
+        changed(("id", "status", "validation", "used_values")) + " OR (OLD.return_value IS NULL) IS NOT (NEW.return_value IS NULL)")
     trigger("scores", "insert", run_days("NEW.run_id"))
     trigger("scores", "delete", run_days("OLD.run_id"))
-    trigger("scores", "update", run_days("OLD.run_id") + " " + run_days("NEW.run_id"))
+    trigger("scores", "update", run_days("NEW.run_id") + " " + run_days("OLD.run_id").replace(
+        "WHERE d IS NOT NULL", "WHERE d IS NOT NULL AND OLD.run_id IS NOT NEW.run_id"))
     return out
 
 

@@ -147,7 +147,11 @@ def test_the_rollup_passes_return_the_same_cells_and_run_rows_as_the_call_passes
                            c.output_tokens, c.waste_tokens, c.q, [None if f is None else bool(f) for f in c.failed])
             return sorted(out, key=repr)
 
-        assert rows(rollups.run_rows(conn, span)) == rows(metrics.run_rows(conn, span))
+        expected = rows(metrics.run_rows(conn, span))
+        assert rows(rollups.run_rows(conn, span)) == expected
+        # Runs cut across read chunks, and one period at a time, give the same rows.
+        assert rows(rollups.run_rows(conn, span, chunk_size=3)) == expected
+        assert sorted(rows(rollups.run_rows(conn, span, period=0, chunk_size=5)) + rows(rollups.run_rows(conn, span, period=1)), key=repr) == expected
 
 
 def test_a_late_call_and_run_in_an_aggregated_day_are_counted(engine: Any, url: str) -> None:

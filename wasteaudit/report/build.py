@@ -328,6 +328,14 @@ def _reading(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+def _read_rollup_runs(engine: Engine, span: metrics.Span, settings: Settings, period: int) -> RunTable:
+    table = RunTable(settings, period=period)
+    with _reading(engine) as conn:
+        for chunk in rollups.run_rows(conn, span, period=period):
+            table.add_chunk(chunk)
+    return table
+
+
 def _read_runs(
     engine: Engine, span: metrics.Span, settings: Settings, with_tags: bool, tag_key: str | None, from_rollups: bool = False
 ) -> tuple[RunTable, RunTable]:
@@ -401,10 +409,17 @@ def _collect(
         current_runs, previous_runs = _read_runs(engine, span, settings, with_tags, tag_key, fast)
         side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides, fast)
     else:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wasteaudit-report") as pool:
-            runs_job = pool.submit(_read_runs, engine, span, settings, with_tags, tag_key, fast)
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="wasteaudit-report") as pool:
+            if fast:  # each period's runs on its own connection (the rollup rows split by day)
+                current_job = pool.submit(_read_rollup_runs, engine, span, settings, 1)
+                previous_job = pool.submit(_read_rollup_runs, engine, span, settings, 0)
+            else:
+                runs_job = pool.submit(_read_runs, engine, span, settings, with_tags, tag_key, fast)
             side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides, fast)
-            current_runs, previous_runs = runs_job.result()
+            if fast:
+                current_runs, previous_runs = current_job.result(), previous_job.result()
+            else:
+                current_runs, previous_runs = runs_job.result()
     cube, waste = side["cube"], side["waste"]
     cur = _PeriodData(period, [r for r in cube if r.period == 1], [w for w in waste if w.period == 1], current_runs)
     prev = _PeriodData(previous, [r for r in cube if r.period == 0], [w for w in waste if w.period == 0], previous_runs)

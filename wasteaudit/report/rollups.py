@@ -309,53 +309,67 @@ def top_ranking(conn: Connection, start: datetime, end: datetime, limit: int) ->
     return [dict(m) for m in conn.execute(stmt).mappings()]
 
 
-def run_rows(conn: Connection, span: metrics.Span, *, chunk_size: int = 50_000) -> Iterator[metrics.RunChunk]:
-    """:func:`metrics.run_rows` from the run rollup: the same rows, q and failed included.
+def run_rows(
+    conn: Connection, span: metrics.Span, *, chunk_size: int = 50_000, period: int | None = None
+) -> Iterator[metrics.RunChunk]:
+    """:func:`metrics.run_rows` from the run rollup: the same rows, q and failed included
+    (``period``: only that period's, 0 previous or 1 current).
 
-    The span's rollup rows are read in index order (no sort in the database) and added up per
-    (period, run, provider, model) with numpy; so are each run's totals and its primary model
-    (a GROUP BY and window functions over these rows cost several times more on SQLite). Held
-    in memory: a few numbers per rollup row and a dict of the span's run ids — per run, like the
-    per-run arrays of :class:`efficiency.RunTable`; never per call.
+    The span's rollup rows come in run order (the database sorts them; no grouping, no window
+    functions, which cost several times more on SQLite) as plain driver tuples, and numpy adds
+    them up per (period, run, provider, model), sums each run's totals and picks its primary
+    model, chunk by chunk: memory is bounded by the chunk, whatever the number of runs or calls.
     """
     dialect = conn.dialect.name
     t = r_runs.c
+    run_id = metrics._bytewise(t.run_id, dialect)
+    period_col = _period(r_runs, span)
     stmt = select(
-        _period(r_runs, span), t.run_id, t.function, t.provider, t.request_model, t.response_model,
+        period_col, t.run_id, t.function, t.provider, t.request_model, t.response_model,
         t.t, t.n, t.c, t.n_priced, t.n_scored, t.w, t.observable, t.q, t.failed,
     ).where(_span_where(r_runs, span))
+    if period is not None:  # one period only (1: the current one)
+        split = _day_of(span.split)
+        stmt = stmt.where(t.day >= split if period else t.day < split).order_by(run_id)
+    else:
+        stmt = stmt.order_by(period_col, run_id)
+    nulls_first = dialect != "postgresql"  # how ORDER BY ranks a missing model name (metrics.run_rows)
+    carry: list[Any] = []
+    for part in _raw_rows(conn, stmt, chunk_size):
+        rows = carry + part if carry else part
+        last = (rows[-1][0], rows[-1][1])
+        cut = len(rows)
+        while cut > 0 and (rows[cut - 1][0], rows[cut - 1][1]) == last:
+            cut -= 1  # the last run may go on in the next part
+        rows, carry = rows[:cut], rows[cut:]
+        if rows:
+            yield _run_chunk(rows, nulls_first)
+    if carry:
+        yield _run_chunk(carry, nulls_first)
+
+
+def _run_chunk(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunChunk:
+    """Rollup rows of whole runs, in run order, to rows per (period, run, provider, model)."""
+    cols = list(zip(*rows))
+    count = len(rows)
+    # Run number: rows are in (period, run id) order.
+    keys = list(zip(cols[0], cols[1]))
+    starts = np.fromiter((k != p for k, p in zip(keys, [None, *keys[:-1]])), dtype=bool, count=count)
+    run_no = np.cumsum(starts) - 1
     key_index: dict[tuple[Any, ...], int] = {}  # (function, provider, request model, response model)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("period", "run_id", "key", "t", "n", "c", "np", "ns", "w", "obs", "q", "failed")}
-    for rows in _raw_rows(conn, stmt, chunk_size):
-        cols = list(zip(*rows))
-        count = len(rows)
-        parts["period"].append(np.array(cols[0], dtype=np.int64))
-        parts["run_id"].append(np.array(cols[1], dtype=str))
-        parts["key"].append(_ids(key_index, zip(cols[2], cols[3], cols[4], cols[5]), count))
-        for name, i in (("t", 6), ("n", 7), ("c", 8), ("np", 9), ("ns", 10), ("w", 11), ("q", 13)):
-            parts[name].append(_nan(cols[i]))
-        parts["obs"].append(np.array(cols[12], dtype=bool))  # NULL (no run row) is False
-        parts["failed"].append(np.array(cols[14], dtype=bool))
-    if not parts["period"]:
-        return
-    col = {name: np.concatenate(values) for name, values in parts.items()}
-    del parts
-    # (period, run id) -> a dense run index (numpy's sort of fixed-width strings, no Python loop).
-    run_names, run_inverse = np.unique(col.pop("run_id"), return_inverse=True)
-    col["run"] = run_inverse.reshape(-1) * 2 + col.pop("period")
-    del run_names
-    # Each distinct (function, provider, request model, response model) -> its cell and function.
+    key = _ids(key_index, zip(cols[2], cols[3], cols[4], cols[5]), count)
     cell_index: dict[tuple[Any, ...], int] = {}
     function_index: dict[Any, int] = {}
     key_cell = np.array([cell_index.setdefault(k[1:], len(cell_index)) for k in key_index], dtype=np.int64)
     key_function = np.array([function_index.setdefault(k[0], len(function_index)) for k in key_index], dtype=np.int64)
-    col["cell"], col["fn"] = key_cell[col["key"]], key_function[col["key"]]
     cells = list(cell_index)  # (provider, request model, response model)
     functions = list(function_index)
-    del cell_index, function_index, key_index
+    col = {name: _nan(cols[i]) for name, i in (("t", 6), ("n", 7), ("c", 8), ("np", 9), ("ns", 10), ("w", 11), ("q", 13))}
+    obs = np.array(cols[12], dtype=bool)  # NULL (no run row) is False
+    failed = np.array(cols[14], dtype=bool)
     # Groups: (period, run, cell), as metrics.run_rows groups calls.
-    key = col["run"] * len(cells) + col["cell"]
-    groups, inverse = np.unique(key, return_inverse=True)
+    groups, inverse = np.unique(run_no * len(cells) + key_cell[key], return_inverse=True)
+    inverse = inverse.reshape(-1)
     g_run, g_cell = groups // len(cells), groups % len(cells)
     size = len(groups)
 
@@ -364,69 +378,61 @@ def run_rows(conn: Connection, span: metrics.Span, *, chunk_size: int = 50_000) 
         return np.where(np.bincount(inverse, weights=~np.isnan(values), minlength=size) > 0, total, np.nan)
 
     g = {name: group_sum(col[name]) for name in ("t", "n", "c", "np", "ns", "w")}
-    g_obs = np.bincount(inverse, weights=col["obs"], minlength=size) > 0
-    g_failed = np.bincount(inverse, weights=col["failed"], minlength=size) > 0
+    g_obs = np.bincount(inverse, weights=obs, minlength=size) > 0
+    g_failed = np.bincount(inverse, weights=failed, minlength=size) > 0
     g_q = np.full(size, np.nan)
     np.fmax.at(g_q, inverse, col["q"])
-    # min(function) per group, by the functions' sort order (None sorts after any name: SQL min skips NULL).
+    # min(function) per group, by the functions' sort order (None after any name: SQL min skips NULL).
     named = sorted(f for f in functions if f is not None)
     f_rank = np.array([len(named) if f is None else named.index(f) for f in functions], dtype=np.int64)
     g_fn = np.full(size, len(named), dtype=np.int64)
-    np.minimum.at(g_fn, inverse, f_rank[col["fn"]])
-    del col, key, inverse
-    # Per run (period, run id): totals over its groups, and its primary group.
-    run_ids, run_of = np.unique(g_run, return_inverse=True)
-    n_runs = len(run_ids)
+    np.minimum.at(g_fn, inverse, f_rank[key_function[key]])
+    # Per run: totals over its groups, and its primary group (groups are sorted by run).
+    runs_n = int(g_run[-1]) + 1 if size else 0
 
     def run_sum(values: np.ndarray) -> np.ndarray:
-        total = np.bincount(run_of, weights=np.nan_to_num(values), minlength=n_runs)
-        return np.where(np.bincount(run_of, weights=~np.isnan(values), minlength=n_runs) > 0, total, np.nan)
+        total = np.bincount(g_run, weights=np.nan_to_num(values), minlength=runs_n)
+        return np.where(np.bincount(g_run, weights=~np.isnan(values), minlength=runs_n) > 0, total, np.nan)
 
     whole = {name: run_sum(g[name]) for name in ("t", "n", "c", "np", "ns", "w")}
-    nulls_first = dialect != "postgresql"  # how ORDER BY ranks a missing model name (metrics.run_rows)
     order = np.lexsort((
         _ranks([cells[i][0] for i in g_cell], nulls_first),
         _ranks([cells[i][2] for i in g_cell], nulls_first),
         _ranks([cells[i][1] for i in g_cell], nulls_first),
         -np.nan_to_num(g["t"]),
-        run_of,
+        g_run,
     ))
     primary = np.zeros(size, dtype=bool)
-    primary[order[np.concatenate(([True], run_of[order][1:] != run_of[order][:-1]))]] = True
-    cost = np.where(whole["np"] == whole["n"], whole["c"], np.nan)[run_of]
-    wasted = np.where(whole["ns"] == whole["n"], whole["w"], np.nan)[run_of]
-    t_run = whole["t"][run_of]
-    for lo in range(0, size, chunk_size):
-        sl = slice(lo, lo + chunk_size)
-        p = primary[sl].tolist()
+    primary[order[np.concatenate(([True], g_run[order][1:] != g_run[order][:-1]))]] = True
+    p = primary.tolist()
 
-        def only_primary(values: np.ndarray, p: list[bool] = p) -> list[Any]:
-            return [v if keep and v == v else None for v, keep in zip(values.tolist(), p)]
+    def only_primary(values: np.ndarray) -> list[Any]:
+        return [v if keep and v == v else None for v, keep in zip(values.tolist(), p)]
 
-        cell_keys = [cells[i] for i in g_cell[sl].tolist()]
-        n = len(p)
-        nothing: list[Any] = [None] * n
-        yield metrics.RunChunk(
-            period=(g_run[sl] & 1).tolist(),
-            run_id=g_run[sl].tolist(),  # a run number (the report never needs the id itself)
-            function=[named[i] if i < len(named) and named[i] else metrics.NO_FUNCTION for i in g_fn[sl].tolist()],
-            model=[k[1] or k[2] or metrics.UNKNOWN_MODEL for k in cell_keys],
-            provider=[k[0] for k in cell_keys],
-            primary=p,
-            cell_output_tokens=[None if v != v else v for v in g["t"][sl].tolist()],
-            observable=g_obs[sl].tolist(),
-            output_tokens=only_primary(t_run[sl]),
-            cost_usd=only_primary(cost[sl]),
-            waste_tokens=only_primary(wasted[sl]),
-            status=nothing,
-            validation=nothing,
-            quality_score=nothing,
-            mean_score=nothing,
-            validation_score=nothing,
-            tags=None,
-            q=only_primary(g_q[sl]),
-            failed=only_primary(g_failed[sl].astype(np.float64)),
-        )
+    run_periods = np.array([k[0] for k, s in zip(keys, starts.tolist()) if s], dtype=np.int64)
+    cell_keys = [cells[i] for i in g_cell.tolist()]
+    nothing: list[Any] = [None] * size
+    return metrics.RunChunk(
+        period=run_periods[g_run].astype(bool).astype(int).tolist(),
+        run_id=g_run.tolist(),  # a run number (the report never needs the id itself)
+        function=[named[i] if i < len(named) and named[i] else metrics.NO_FUNCTION for i in g_fn.tolist()],
+        model=[k[1] or k[2] or metrics.UNKNOWN_MODEL for k in cell_keys],
+        provider=[k[0] for k in cell_keys],
+        primary=p,
+        cell_output_tokens=[None if v != v else v for v in g["t"].tolist()],
+        observable=g_obs.tolist(),
+        output_tokens=only_primary(whole["t"][g_run]),
+        cost_usd=only_primary(np.where(whole["np"] == whole["n"], whole["c"], np.nan)[g_run]),
+        waste_tokens=only_primary(np.where(whole["ns"] == whole["n"], whole["w"], np.nan)[g_run]),
+        status=nothing,
+        validation=nothing,
+        quality_score=nothing,
+        mean_score=nothing,
+        validation_score=nothing,
+        tags=None,
+        q=only_primary(g_q),
+        failed=only_primary(g_failed.astype(np.float64)),
+    )
 
 
 def _ids(index: dict[Any, int], values: Any, count: int) -> np.ndarray:

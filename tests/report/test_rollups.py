@@ -141,10 +141,18 @@ def test_the_rollup_passes_return_the_same_cells_and_run_rows_as_the_call_passes
         assert rollups.top_ranking(conn, W47, W48, rollups.TOP_PER_DAY + 1) is None
 
         def rows(chunks: Any) -> list[tuple[Any, ...]]:
+            """Rows as the run-level figures read them: run values on primary rows only; NaN = None."""
+
+            def value(v: Any) -> Any:
+                return None if v is None or v != v else v
+
             out = []
             for c in chunks:
-                out += zip(c.period, c.function, c.model, c.provider, c.primary, c.cell_output_tokens, map(bool, c.observable),
-                           c.output_tokens, c.waste_tokens, c.q, [None if f is None else bool(f) for f in c.failed])
+                for row in zip(c.period, c.function, c.model, c.provider, c.primary, c.cell_output_tokens, c.observable,
+                               c.output_tokens, c.cost_usd, c.waste_tokens, c.q, c.failed):
+                    head = (int(row[0]), *row[1:5], value(row[5]), bool(row[6]))
+                    run = tuple(value(v) for v in row[7:11]) + (bool(row[11]),) if row[4] else ()
+                    out.append((*head, *run))
             return sorted(out, key=repr)
 
         expected = rows(metrics.run_rows(conn, span))

@@ -324,9 +324,12 @@ def run_rows(
     t = r_runs.c
     run_id = metrics._bytewise(t.run_id, dialect)
     period_col = _period(r_runs, span)
+    # Missing numbers come as -1 (tokens, costs and q are never negative): numpy converts whole
+    # columns of plain numbers at C speed, while one None sends it through Python per value.
     stmt = select(
         period_col, t.run_id, t.function, t.provider, t.request_model, t.response_model,
-        t.t, t.n, t.c, t.n_priced, t.n_scored, t.w, t.observable, t.q, t.failed,
+        func.coalesce(t.t, -1), t.n, func.coalesce(t.c, -1.0), t.n_priced, t.n_scored, t.w, t.observable,
+        func.coalesce(t.q, -1.0), t.failed,
     ).where(_span_where(r_runs, span))
     if period is not None:  # one period only (1: the current one)
         split = _day_of(span.split)
@@ -365,6 +368,8 @@ def _run_chunk(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunChu
     cells = list(cell_index)  # (provider, request model, response model)
     functions = list(function_index)
     col = {name: _nan(cols[i]) for name, i in (("t", 6), ("n", 7), ("c", 8), ("np", 9), ("ns", 10), ("w", 11), ("q", 13))}
+    for name in ("t", "c", "q"):
+        col[name][col[name] < 0] = np.nan
     obs = np.array(cols[12], dtype=bool)  # NULL (no run row) is False
     failed = np.array(cols[14], dtype=bool)
     # Groups: (period, run, cell), as metrics.run_rows groups calls.
@@ -407,7 +412,8 @@ def _run_chunk(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunChu
     p = primary.tolist()
 
     def only_primary(values: np.ndarray) -> list[Any]:
-        return [v if keep and v == v else None for v, keep in zip(values.tolist(), p)]
+        # Run-level values; RunTable reads them on primary rows only, and takes NaN as missing.
+        return values.tolist()
 
     run_periods = np.array([k[0] for k, s in zip(keys, starts.tolist()) if s], dtype=np.int64)
     cell_keys = [cells[i] for i in g_cell.tolist()]
@@ -419,7 +425,7 @@ def _run_chunk(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunChu
         model=[k[1] or k[2] or metrics.UNKNOWN_MODEL for k in cell_keys],
         provider=[k[0] for k in cell_keys],
         primary=p,
-        cell_output_tokens=[None if v != v else v for v in g["t"].tolist()],
+        cell_output_tokens=g["t"].tolist(),  # NaN: missing
         observable=g_obs.tolist(),
         output_tokens=only_primary(whole["t"][g_run]),
         cost_usd=only_primary(np.where(whole["np"] == whole["n"], whole["c"], np.nan)[g_run]),

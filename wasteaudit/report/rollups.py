@@ -310,7 +310,7 @@ def top_ranking(conn: Connection, start: datetime, end: datetime, limit: int) ->
 
 
 def run_rows(
-    conn: Connection, span: metrics.Span, *, chunk_size: int = 50_000, period: int | None = None
+    conn: Connection, span: metrics.Span, *, chunk_size: int = 20_000, period: int | None = None
 ) -> Iterator[metrics.RunChunk]:
     """:func:`metrics.run_rows` from the run rollup: the same rows, q and failed included
     (``period``: only that period's, 0 previous or 1 current).
@@ -401,9 +401,9 @@ def _run_chunk(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunChu
 
     whole = {name: run_sum(g[name]) for name in ("t", "n", "c", "np", "ns", "w")}
     order = np.lexsort((
-        _ranks([cells[i][0] for i in g_cell], nulls_first),
-        _ranks([cells[i][2] for i in g_cell], nulls_first),
-        _ranks([cells[i][1] for i in g_cell], nulls_first),
+        _ranks([c[0] for c in cells], nulls_first)[g_cell],
+        _ranks([c[2] for c in cells], nulls_first)[g_cell],
+        _ranks([c[1] for c in cells], nulls_first)[g_cell],
         -np.nan_to_num(g["t"]),
         g_run,
     ))
@@ -416,14 +416,17 @@ def _run_chunk(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunChu
         return values.tolist()
 
     run_periods = np.array([k[0] for k, s in zip(keys, starts.tolist()) if s], dtype=np.int64)
-    cell_keys = [cells[i] for i in g_cell.tolist()]
+    cell_list = g_cell.tolist()
+    models = [c[1] or c[2] or metrics.UNKNOWN_MODEL for c in cells]
+    providers = [c[0] for c in cells]
+    function_names = [f or metrics.NO_FUNCTION for f in named] + [metrics.NO_FUNCTION]
     nothing: list[Any] = [None] * size
     return metrics.RunChunk(
         period=run_periods[g_run].astype(bool).astype(int).tolist(),
         run_id=g_run.tolist(),  # a run number (the report never needs the id itself)
-        function=[named[i] if i < len(named) and named[i] else metrics.NO_FUNCTION for i in g_fn.tolist()],
-        model=[k[1] or k[2] or metrics.UNKNOWN_MODEL for k in cell_keys],
-        provider=[k[0] for k in cell_keys],
+        function=[function_names[i] for i in g_fn.tolist()],
+        model=[models[i] for i in cell_list],
+        provider=[providers[i] for i in cell_list],
         primary=p,
         cell_output_tokens=g["t"].tolist(),  # NaN: missing
         observable=g_obs.tolist(),

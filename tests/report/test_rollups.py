@@ -9,7 +9,7 @@ retention, a repricing), then builds the report both ways.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest

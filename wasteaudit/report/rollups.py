@@ -1,13 +1,14 @@
 """The report's rollups: per-day sums kept exact by the database, re-aggregated where stale.
 
-Three tables (``wasteaudit.storage.models``), all at the grain of one UTC day:
+Four tables (``wasteaudit.storage.models``), all at the grain of one UTC day:
 
 * ``wasteaudit_rollup_calls`` — call sums per day × function × provider × request and response
   model (the call cube of :func:`metrics.call_cube`, summed per day instead of per period);
 * ``wasteaudit_rollup_waste`` — current-finding sums per day × cell × kind × subkind × tier;
 * ``wasteaudit_rollup_runs`` — per day × run × provider × model: the run's call sums there
   (output tokens, cost, priced/scored counts, confirmed waste) and the run's quality ``q``,
-  failed flag and observable use.
+  failed flag and observable use;
+* ``wasteaudit_rollup_top`` — the day's 10 calls with the most confirmed waste.
 
 Triggers (migration ``v0_3_0_01``) append the days whose sums a write changed to
 ``wasteaudit_rollup_dirty``: a call inserted, updated (figures, scoring, repricing) or deleted
@@ -24,7 +25,6 @@ the same figures (tested): the rollups hold the same sums, grouped one step earl
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -36,9 +36,7 @@ from sqlalchemy.engine import Connection, Engine
 from wasteaudit.report import metrics
 from wasteaudit.storage.models import RollupCallRow, RollupDirtyRow, RollupRunRow, RollupTopRow, RollupWasteRow
 
-__all__ = ("aligned", "refresh", "call_cube", "waste_cube", "run_rows", "available")
-
-log = logging.getLogger(__name__)
+__all__ = ("aligned", "available", "refresh", "call_cube", "waste_cube", "daily_waste", "top_ranking", "run_rows", "TOP_PER_DAY")
 
 dirty = RollupDirtyRow.__table__
 r_calls = RollupCallRow.__table__

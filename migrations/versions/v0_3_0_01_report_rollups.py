@@ -169,8 +169,10 @@ def _sqlite_triggers() -> list[str]:
     def changed(columns: Sequence[str]) -> str:
         return " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
 
+    # No INSERT trigger on calls: on SQLite any insert trigger on that table (even a no-op) costs
+    # ~20 µs per row with its several indexes. A refresh finds days with new calls by comparing
+    # each day's call count with its rollup's (docs/report.md §12); deletes and updates mark.
     # An update marks the old row's day(s) only when its key moved; the new row's always.
-    trigger("calls", "insert", call_day("NEW"))
     trigger("calls", "delete", call_day("OLD"))
     trigger("calls", "update", call_day("NEW") + " " + call_day("OLD").replace(
         "WHERE d IS NOT NULL", "WHERE d IS NOT NULL AND OLD.started_at IS NOT NEW.started_at"), CALL_COLUMNS, changed(CALL_COLUMNS))

@@ -13,7 +13,8 @@ Four tables (``wasteaudit.storage.models``), all at the grain of one UTC day:
 Triggers (migration ``v0_3_0_01``) append the days whose sums a write changed to
 ``wasteaudit_rollup_dirty``: a call inserted, updated (figures, scoring, repricing) or deleted
 (pruning); a finding written or removed; a run or score written or removed (every day its
-calls fall on). :func:`refresh` re-aggregates the dirty days of a span from the base tables
+calls fall on). On SQLite a call insert has no trigger (it would cost ~20 µs per row): the
+refresh finds those days by comparing each day's call count with the rollup's. :func:`refresh` re-aggregates the dirty days of a span from the base tables
 and deletes the markers it consumed, by id, in one transaction: a change committed after the
 recompute read has a marker of its own, so nothing is lost (docs/report.md §12).
 
@@ -30,7 +31,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Date, Float, and_, case, cast, delete, func, insert, literal, or_, select
+from sqlalchemy import BigInteger, Date, Float, and_, case, cast, delete, func, insert, literal, or_, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from wasteaudit.report import metrics
@@ -169,6 +170,39 @@ def _recompute(conn: Connection, first: date, last: date) -> None:
     )
 
 
+def _days_with_new_calls(conn: Connection, start: datetime | None, end: datetime | None) -> set[date]:
+    """SQLite: the days in ``[start, end)`` whose count of (non-judge) calls differs from their
+    rollup's — days with calls inserted since their last refresh. (SQLite has no insert trigger
+    on calls; deletes and updates mark their days, so an equal count means nothing new.) One
+    index-only range count per day."""
+    c = calls.c
+    if start is None or end is None:
+        bounds = conn.execute(select(func.min(c.started_at), func.max(c.started_at))).one()
+        if bounds[0] is None:
+            return set()
+        first = _day_of(bounds[0] if start is None else start)
+        stop = (_day_of(bounds[1]) + timedelta(days=1)) if end is None else _day_of(end)
+    else:
+        first, stop = _day_of(start), _day_of(end)
+    rolled = dict(
+        conn.execute(
+            select(r_calls.c.day, func.sum(r_calls.c.calls)).where(r_calls.c.day >= first, r_calls.c.day < stop).group_by(r_calls.c.day)
+        ).all()
+    )
+    rolled = {d if isinstance(d, date) else date.fromisoformat(str(d)): int(n or 0) for d, n in rolled.items()}
+    out = set()
+    day = first
+    while day < stop:
+        n = conn.execute(
+            select(func.count()).select_from(calls)
+            .where(c.started_at >= _midnight(day), c.started_at < _midnight(day + timedelta(days=1)), _not_judge())
+        ).scalar_one()
+        if n != rolled.get(day, 0):
+            out.add(day)
+        day += timedelta(days=1)
+    return out
+
+
 def _ranges(days: list[date]) -> Iterator[tuple[date, date]]:
     """Consecutive runs of days, as ``(first, last)``."""
     start = prev = None
@@ -195,7 +229,7 @@ def refresh(engine: Engine, start: datetime | None = None, end: datetime | None 
     with engine.connect() as conn:
         with conn.begin():
             if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             else:
                 # Take the write lock first: the markers read below are then the final word.
                 conn.execute(delete(dirty).where(dirty.c.id < 0))
@@ -205,9 +239,12 @@ def refresh(engine: Engine, start: datetime | None = None, end: datetime | None 
             if end is not None:
                 where.append(dirty.c.day < _day_of(end) + timedelta(days=1 if _midnight(_day_of(end)) < end else 0))
             marks = conn.execute(select(dirty.c.id, dirty.c.day).where(*where)).all()
-            if not marks:
+            found = {m.day if isinstance(m.day, date) else date.fromisoformat(str(m.day)) for m in marks}
+            if conn.dialect.name == "sqlite":
+                found |= _days_with_new_calls(conn, start, end)
+            if not found:
                 return 0
-            days = sorted({m.day if isinstance(m.day, date) else date.fromisoformat(str(m.day)) for m in marks})
+            days = sorted(found)
             for first, last in _ranges(days):
                 _recompute(conn, first, last)
             ids = [m.id for m in marks]

@@ -6,9 +6,11 @@ Create Date: 2026-11-26
 
 The weekly report reads these instead of aggregating every call of two weeks (docs/report.md
 §12). The database keeps them honest: triggers on calls, findings, runs and scores append the
-UTC days whose sums changed to ``wasteaudit_rollup_dirty`` (row-level on SQLite, statement-level
-with transition tables on PostgreSQL; each adds a marker only when the day is not marked yet),
-and the report re-aggregates the dirty days of its span before reading. Every existing day is
+UTC days whose sums changed to ``wasteaudit_rollup_dirty`` (row-level on SQLite, adding a marker
+only when the day has none; statement-level with transition tables on PostgreSQL, skipping only a
+marker the same transaction wrote), and the report re-aggregates the dirty days of its span
+before reading. SQLite has no trigger on call inserts (any insert trigger on that table costs
+~20 µs a row): the refresh compares each day's call count with its rollup's instead. Every existing day is
 marked dirty here; the first report (or ``wasteaudit.report.rollups.refresh``) fills them.
 Self-contained on purpose (no imports from wasteaudit).
 """

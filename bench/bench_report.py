@@ -231,31 +231,59 @@ def build(url: str, calls_total: int, seed: int = 7) -> dict[str, Any]:
 # --- the schema (the report's indexes come with the migrations) -------------------------------------
 
 
-def upgrade_schema(url: str) -> float:
-    """Bring a reused database to the current schema (``wasteaudit db upgrade``): the report's indexes."""
+def upgrade_schema(url: str) -> float | None:
+    """Bring a reused database to the current schema (``wasteaudit db upgrade``): the report's
+    indexes and rollup tables and triggers (which mark every existing day dirty)."""
     from wasteaudit.storage.engine import create_engine_for
     from wasteaudit.storage.schema import current_revision, head_revision, upgrade
 
     engine = create_engine_for(url)
-    t0 = time.perf_counter()
     try:
-        if current_revision(engine) != head_revision():
-            upgrade(engine)
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
+        if current_revision(engine) == head_revision():
+            return None  # nothing to do
+        t0 = time.perf_counter()
+        upgrade(engine)
+        return round(time.perf_counter() - t0, 1)
     finally:
         engine.dispose()
-    return round(time.perf_counter() - t0, 1)
+
+
+def backfill(url: str) -> dict[str, Any]:
+    """Aggregate every dirty day into the rollups (what the first report after the migration
+    does for its span): a one-off, timed apart from the reports. Then ANALYZE."""
+    import resource
+
+    from wasteaudit.report.rollups import refresh
+    from wasteaudit.storage.engine import create_engine_for
+
+    engine = create_engine_for(url)
+    t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        days = refresh(engine)
+        wall = time.perf_counter() - t0
+        c1 = resource.getrusage(resource.RUSAGE_SELF)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
+    finally:
+        engine.dispose()
+    return {"days": days, "wall_s": round(wall, 1), "client_cpu_s": round(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime, 1)}
 
 
 # --- measuring (in a fresh process) ------------------------------------------------------------------
 
 
-def measure(url: str, repeats: int, since: str | None, until: str | None) -> dict[str, Any]:
+def measure(url: str, repeats: int, since: str | None, until: str | None, base: bool = False) -> dict[str, Any]:
     import resource
     import tracemalloc
 
     from wasteaudit.report import build_report, open_report_engine, render
+
+    if base:  # the same report read from the base tables only (no rollups): the comparison
+        from wasteaudit.report.build import build
+        from wasteaudit.report.period import resolve_period
+
+        def build_report(engine: Any, now: datetime, **kw: Any) -> dict[str, Any]:  # type: ignore[no-redef]
+            return build(engine, resolve_period(now=now, **kw), now=now, use_rollups=False)
 
     engine = open_report_engine(url)
     backends: list[int] = []
@@ -313,8 +341,8 @@ def measure(url: str, repeats: int, since: str | None, until: str | None) -> dic
     }
 
 
-def _measure_subprocess(url: str, repeats: int, since: str | None = None, until: str | None = None) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--measure", url, "--repeats", str(repeats)]
+def _measure_subprocess(url: str, repeats: int, since: str | None = None, until: str | None = None, base: bool = False) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--measure", url, "--repeats", str(repeats)] + (["--base"] if base else [])
     if since:
         command += ["--since", since, "--until", until or ""]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -348,18 +376,21 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="reuse an already built database (SQLite file / PostgreSQL database)")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--build-only", action="store_true", help="build the database(s) and stop")
+    parser.add_argument("--base", action="store_true", help="also time the weekly report read from the base tables (no rollups)")
+    parser.add_argument("--pg-name", default="wasteaudit_bench_report", help="PostgreSQL database name")
     parser.add_argument("--measure", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--since", help=argparse.SUPPRESS)
     parser.add_argument("--until", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.measure:
-        print(json.dumps(measure(args.measure, args.repeats, args.since, args.until)))
+        print(json.dumps(measure(args.measure, args.repeats, args.since, args.until, args.base)))
         return 0
 
     results = {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        pg_name = "wasteaudit_bench_report"
+        pg_name = args.pg_name
         if backend == "sqlite":
             url = f"sqlite:///{args.sqlite}"
             if not (args.reuse and os.path.exists(args.sqlite)):
@@ -377,11 +408,25 @@ def main() -> int:
                 url = _pg_database(args.postgres, pg_name, create=True)
                 print(f"building {args.calls:,} calls in PostgreSQL database {pg_name} ...", file=sys.stderr)
                 print(json.dumps(build(url, args.calls)), file=sys.stderr)
-        if args.reuse:
-            print(f"schema upgrade of the reused database: {upgrade_schema(url)} s", file=sys.stderr)
+        if args.build_only:
+            continue
+        migration_s = upgrade_schema(url) if args.reuse else None
+        if migration_s is not None:
+            print(f"{backend}: schema upgrade (migration) of the reused database: {migration_s} s", file=sys.stderr)
+        filled = backfill(url)
+        if migration_s is None and args.reuse:
+            print(f"{backend}: the reused database is at the current schema already", file=sys.stderr)
+        print(f"{backend}: rollup backfill (one-off): {filled['days']} days in {filled['wall_s']} s "
+              f"(client CPU {filled['client_cpu_s']} s)", file=sys.stderr)
         week = _measure_subprocess(url, args.repeats)
         whole = _measure_subprocess(url, 2, since="2026-10-26", until="2026-11-23")
-        results[backend] = {"weekly_report": week, "four_week_report": whole}
+        results[backend] = {"migration_s": migration_s, "backfill": filled, "weekly_report": week, "four_week_report": whole}
+        if args.base:
+            base = results[backend]["weekly_report_base_tables"] = _measure_subprocess(url, 2, base=True)
+            server = "" if base["server_cpu_s"] is None else f", server {base['server_cpu_s']} s"
+            print(f"{backend}: weekly JSON report from the base tables (no rollups): {base['first_s']} s cold process, "
+                  f"{base['best_s']} s warm (CPU: report process {base['cpu_s']} s{server}; load average {base['load_average']})",
+                  file=sys.stderr)
         server = "" if week["server_cpu_s"] is None else f", server {week['server_cpu_s']} s"
         print(f"{backend}: weekly JSON report {week['first_s']} s cold process, {week['best_s']} s warm "
               f"(CPU: report process {week['cpu_s']} s{server}; load average {week['load_average']}); "

@@ -68,6 +68,11 @@ def test_upgrade_from_empty_gives_exactly_the_models_schema(engine: sa.Engine) -
         "wasteaudit_findings",
         "wasteaudit_scores",
         "wasteaudit_writer_state",
+        "wasteaudit_rollup_dirty",
+        "wasteaudit_rollup_calls",
+        "wasteaudit_rollup_waste",
+        "wasteaudit_rollup_runs",
+        "wasteaudit_rollup_top",
         VERSION_TABLE,
     }
     indexes = {index["name"] for index in sa.inspect(engine).get_indexes("wasteaudit_calls")}

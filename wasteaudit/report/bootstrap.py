@@ -184,10 +184,11 @@ def _resampled_means(values: np.ndarray, tau: float, resamples: int, rng: np.ran
     distribution to well under a thousandth, at a cost that does not grow with n.
     """
     n = len(values)
-    success = (values >= tau).astype(float)
     if n < NORMAL_FROM:
         index = rng.integers(0, n, size=(resamples, n), dtype=np.int32)
-        return values[index].mean(axis=1), success[index].mean(axis=1)
+        drawn = values[index]  # one gather; success is a function of the drawn q
+        return drawn.mean(axis=1), (drawn >= tau).mean(axis=1)
+    success = (values >= tau).astype(float)
     mean = np.array([values.mean(), success.mean()])
     cov = np.cov(np.stack([values, success]), bias=True) / n
     draws = rng.multivariate_normal(mean, cov, size=resamples, method="cholesky" if np.all(np.linalg.eigvalsh(cov) > 0) else "svd")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
@@ -20,10 +21,12 @@ import numpy as np
 from sqlalchemy.engine import Connection, Engine
 
 from wasteaudit.report import alarms as alarm_rules
-from wasteaudit.report import metrics
+from wasteaudit.report import metrics, rollups
 from wasteaudit.report.bootstrap import Gate, noninferiority
 from wasteaudit.report.efficiency import RunTable, Settings
 from wasteaudit.report.period import Period
+
+_log = logging.getLogger("wasteaudit.report")
 
 __all__ = ("SCHEMA_ID", "KINDS", "SUBKINDS", "BY_CHOICES", "parse_by", "build")
 
@@ -325,11 +328,22 @@ def _reading(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def _read_runs(engine: Engine, span: metrics.Span, settings: Settings, with_tags: bool, tag_key: str | None) -> tuple[RunTable, RunTable]:
+def _read_rollup_runs(engine: Engine, span: metrics.Span, settings: Settings, period: int) -> RunTable:
+    table = RunTable(settings, period=period)
+    with _reading(engine) as conn:
+        for chunk in rollups.run_rows(conn, span, period=period):
+            table.add_chunk(chunk)
+    return table
+
+
+def _read_runs(
+    engine: Engine, span: metrics.Span, settings: Settings, with_tags: bool, tag_key: str | None, from_rollups: bool = False
+) -> tuple[RunTable, RunTable]:
     current_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=1)
     previous_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=0)
     with _reading(engine) as conn:
-        for chunk in metrics.run_rows(conn, span, with_tags=with_tags):
+        chunks = rollups.run_rows(conn, span) if from_rollups else metrics.run_rows(conn, span, with_tags=with_tags)
+        for chunk in chunks:
             current_runs.add_chunk(chunk)
             previous_runs.add_chunk(chunk)
     return current_runs, previous_runs
@@ -337,16 +351,20 @@ def _read_runs(engine: Engine, span: metrics.Span, settings: Settings, with_tags
 
 def _read_calls(
     engine: Engine, period: Period, previous: Period, span: metrics.Span, settings: Settings, with_tags: bool,
-    tag_key: str | None, overrides: Any,
+    tag_key: str | None, overrides: Any, from_rollups: bool = False,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with _reading(engine) as conn:
-        out["cube"] = metrics.call_cube(conn, span)
-        out["waste"] = metrics.waste_cube(conn, span)
+        source = rollups if from_rollups else metrics
+        out["cube"] = source.call_cube(conn, span)
+        out["waste"] = source.waste_cube(conn, span)
+        if from_rollups:
+            out["daily_waste"] = rollups.daily_waste(conn, span)
         if with_tags:
             out["tags"] = metrics.tag_cube(conn, span, tag_key)
             out["tag_waste"] = metrics.tag_waste_cube(conn, span, tag_key)
-        out["top"] = _top_findings(conn, period, settings.top_findings)
+        ranked = rollups.top_ranking(conn, period.start, period.end, settings.top_findings) if from_rollups else None
+        out["top"] = _top_findings(conn, period, settings.top_findings, ranked)
         out["judge"] = _judge(conn, period)
         cube_now = _collapse_days([r for r in out["cube"] if r.period == 1])
         probe = _PeriodData(period, cube_now, [], RunTable(settings))
@@ -354,8 +372,26 @@ def _read_calls(
     return out
 
 
+def _use_rollups(engine: Engine, span: metrics.Span, with_tags: bool) -> bool:
+    """Whether this report can read the rollups: periods aligned to UTC days, not by tag, the
+    rollup tables present, and the span's dirty days re-aggregated (a read-only or busy
+    database, or any error, means reading the base tables instead: same figures, slower)."""
+    if with_tags or not rollups.aligned(span):
+        return False
+    try:
+        with engine.connect() as conn:
+            if not rollups.available(conn):
+                return False
+        rollups.refresh(engine, span.start, span.end)
+    except Exception as exc:  # noqa: BLE001 - the base tables give the same figures
+        _log.info("report rollups not used (%s: %s); reading the calls instead", type(exc).__name__, exc)
+        return False
+    return True
+
+
 def _collect(
-    engine: Engine, period: Period, previous: Period, settings: Settings, by: str, tag_key: str | None, overrides: Any
+    engine: Engine, period: Period, previous: Period, settings: Settings, by: str, tag_key: str | None, overrides: Any,
+    use_rollups: bool = True,
 ) -> tuple[_PeriodData, _PeriodData, dict[str, Any]]:
     """Both periods, read together: one pass over calls, one over findings, one for runs.
 
@@ -368,18 +404,26 @@ def _collect(
     span = metrics.Span(previous.start, period.start, period.end)
     from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+    fast = use_rollups and _use_rollups(engine, span, with_tags)
     if isinstance(engine.pool, (SingletonThreadPool, StaticPool)):
-        current_runs, previous_runs = _read_runs(engine, span, settings, with_tags, tag_key)
-        side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides)
+        current_runs, previous_runs = _read_runs(engine, span, settings, with_tags, tag_key, fast)
+        side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides, fast)
     else:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wasteaudit-report") as pool:
-            runs_job = pool.submit(_read_runs, engine, span, settings, with_tags, tag_key)
-            side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides)
-            current_runs, previous_runs = runs_job.result()
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="wasteaudit-report") as pool:
+            if fast:  # each period's runs on its own connection (the rollup rows split by day)
+                current_job = pool.submit(_read_rollup_runs, engine, span, settings, 1)
+                previous_job = pool.submit(_read_rollup_runs, engine, span, settings, 0)
+            else:
+                runs_job = pool.submit(_read_runs, engine, span, settings, with_tags, tag_key, fast)
+            side = _read_calls(engine, period, previous, span, settings, with_tags, tag_key, overrides, fast)
+            if fast:
+                current_runs, previous_runs = current_job.result(), previous_job.result()
+            else:
+                current_runs, previous_runs = runs_job.result()
     cube, waste = side["cube"], side["waste"]
     cur = _PeriodData(period, [r for r in cube if r.period == 1], [w for w in waste if w.period == 1], current_runs)
     prev = _PeriodData(previous, [r for r in cube if r.period == 0], [w for w in waste if w.period == 0], previous_runs)
-    cur.daily_cube, cur.daily_waste = cur.cube, cur.waste
+    cur.daily_cube, cur.daily_waste = cur.cube, side.get("daily_waste", cur.waste)
     cur.cube, cur.waste = _collapse_days(cur.cube), _collapse_waste_days(cur.waste)
     prev.cube, prev.waste = _collapse_days(prev.cube), _collapse_waste_days(prev.waste)
     if with_tags:
@@ -396,12 +440,27 @@ def _names(table: RunTable) -> np.ndarray:
     return np.array(table.keys("function") or [""], dtype=object)
 
 
+def _canonical(table: RunTable, q: np.ndarray, functions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs sorted by (function name, q)."""
+    if not len(q):
+        return q, functions
+    names = table.keys("function")
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[sorted(range(len(names)), key=lambda i: str(names[i]))] = np.arange(len(names))
+    order = np.lexsort((q, rank[functions]))
+    return q[order], functions[order]
+
+
 def _gate(
     a: RunTable, a_dim: str, a_key: Any, b: RunTable, b_dim: str, b_key: Any, settings: Settings, label: str,
     *, bound: bool = True,
 ) -> Gate:
     qa, fa = a.quality_sample(a_dim, a_key)
     qb, fb = b.quality_sample(b_dim, b_key)
+    # The resamples draw runs by position: put the runs in a canonical order (function name, q),
+    # so the bounds do not depend on the order the database returned the runs in.
+    qa, fa = _canonical(a, qa, fa)
+    qb, fb = _canonical(b, qb, fb)
     sa = _names(a)[fa].astype(str) if len(fa) else np.array([], dtype=str)
     sb = _names(b)[fb].astype(str) if len(fb) else np.array([], dtype=str)
     return noninferiority(
@@ -561,8 +620,8 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-def _top_findings(conn: Connection, period: Period, limit: int) -> list[dict[str, Any]]:
-    rows, found = metrics.top_wasteful_calls(conn, period.start, period.end, limit)
+def _top_findings(conn: Connection, period: Period, limit: int, ranked: list[Any] | None = None) -> list[dict[str, Any]]:
+    rows, found = metrics.top_wasteful_calls(conn, period.start, period.end, limit, ranked)
     by_call: dict[str, list[dict[str, Any]]] = {}
     for f in found:
         by_call.setdefault(f["call_id"], []).append(
@@ -751,13 +810,16 @@ def build(
     now: datetime | None = None,
     dropped_records: int | None = None,
     price_overrides: Any = None,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    """The report document. ``use_rollups=False`` reads the base tables only (the figures are
+    the same; tests compare the two)."""
     settings = settings or Settings()
     if price_overrides is None:
         price_overrides = _configured_overrides()
     previous_period = period.previous()
     generated = now if now is not None else datetime.now(timezone.utc)
-    cur, prev, side = _collect(engine, period, previous_period, settings, by, tag_key, price_overrides)
+    cur, prev, side = _collect(engine, period, previous_period, settings, by, tag_key, price_overrides, use_rollups)
     top, judge = side["top"], side["judge"]
     missed_usd, missed = side["missed"]
     daily = _daily(cur)

@@ -612,19 +612,16 @@ def run_rows(
 # --- small aggregates -----------------------------------------------------------------------------
 
 
-def top_wasteful_calls(conn: Connection, start: datetime, end: datetime, limit: int = 10) -> tuple[list[Any], list[Any]]:
-    """The calls with the most confirmed waste (dollars, then tokens), and their current findings."""
+def top_wasteful_calls(
+    conn: Connection, start: datetime, end: datetime, limit: int = 10, ranked: list[Any] | None = None
+) -> tuple[list[Any], list[Any]]:
+    """The calls with the most confirmed waste (dollars, then tokens), and their current findings.
+
+    ``ranked``: the ``(call_id, tokens, cost_usd)`` ranking when already known (the rollups).
+    """
     f, c = findings.c, calls.c
-    waste_cost = func.sum(f.cost_usd)
-    waste_tokens = func.sum(f.tokens)
-    ranked = conn.execute(
-        select(f.call_id, waste_tokens.label("tokens"), waste_cost.label("cost_usd"))
-        .select_from(calls.join(findings, _current_findings()))
-        .where(_in_period(start, end), f.tier == "confirmed")
-        .group_by(f.call_id)
-        .order_by(func.coalesce(waste_cost, 0.0).desc(), waste_tokens.desc(), f.call_id)
-        .limit(limit)
-    ).mappings().all()
+    if ranked is None:
+        ranked = conn.execute(top_ranking(start, end, limit)).mappings().all()
     ids = [row["call_id"] for row in ranked]
     if not ids:
         return [], []
@@ -660,6 +657,21 @@ def top_wasteful_calls(conn: Connection, start: datetime, end: datetime, limit: 
         .order_by(f.call_id, f.tier, f.tokens.desc(), f.id)
     ).mappings().all()
     return rows, [dict(row) for row in found]
+
+
+def top_ranking(start: datetime, end: datetime, limit: int) -> Any:
+    """``(call_id, tokens, cost_usd)`` of the calls with the most confirmed waste in ``[start, end)``."""
+    f = findings.c
+    waste_cost = func.sum(f.cost_usd)
+    waste_tokens = func.sum(f.tokens)
+    return (
+        select(f.call_id, waste_tokens.label("tokens"), waste_cost.label("cost_usd"))
+        .select_from(calls.join(findings, _current_findings()))
+        .where(_in_period(start, end), f.tier == "confirmed")
+        .group_by(f.call_id)
+        .order_by(func.coalesce(waste_cost, 0.0).desc(), waste_tokens.desc(), f.call_id)
+        .limit(limit)
+    )
 
 
 #: Providers cache a prompt prefix only from about this many tokens on (OpenAI and Anthropic: 1,024).

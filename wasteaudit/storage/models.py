@@ -1,4 +1,7 @@
-"""The SQL schema: six ``wasteaudit_*`` tables that can live inside an app's own database.
+"""The SQL schema: ``wasteaudit_*`` tables that can live inside an app's own database.
+
+Six hold the records; five more are the weekly report's rollups (derived, kept exact by the
+triggers of migration ``v0_3_0_01``; see docs/report.md §12).
 
 Columns mirror the record dataclasses in ``wasteaudit.records`` one to one (list and dict
 fields as JSON), plus what the writer and the scorer add: pricing status and the lease
@@ -11,13 +14,14 @@ The initial Alembic revision in ``migrations/versions`` must produce exactly thi
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Double,
     ForeignKey,
@@ -42,6 +46,11 @@ __all__ = (
     "FindingRow",
     "ScoreRow",
     "WriterStateRow",
+    "RollupDirtyRow",
+    "RollupCallRow",
+    "RollupWasteRow",
+    "RollupRunRow",
+    "RollupTopRow",
     "UTCDateTime",
     "JSONType",
 )
@@ -287,3 +296,118 @@ class WriterStateRow(Base):
     pending: Mapped[int] = mapped_column(Integer)
     written: Mapped[int] = mapped_column(BigInteger)
     dropped: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- the report's rollups (docs/report.md §12): derived data, kept exact by triggers ----------------
+
+
+class RollupDirtyRow(Base):
+    """A UTC day whose rollups are stale: appended by triggers on calls, findings, runs and scores.
+
+    Append-only (no unique key), so concurrent writers never wait on each other; the report
+    re-aggregates the dirty days of its span and deletes the markers it consumed, by id.
+    """
+
+    __tablename__ = "wasteaudit_rollup_dirty"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    tx: Mapped[int | None] = mapped_column(BigInteger)  # PostgreSQL: the writing transaction (dedupe within it)
+
+    __table_args__ = (Index("ix_wasteaudit_rollup_dirty_day_tx", "day", "tx"),)
+
+
+class RollupCallRow(Base):
+    """Call sums per UTC day × function × provider × request and response model (judge excluded)."""
+
+    __tablename__ = "wasteaudit_rollup_calls"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    function: Mapped[str | None] = mapped_column(String)
+    provider: Mapped[str | None] = mapped_column(String)
+    request_model: Mapped[str | None] = mapped_column(String)
+    response_model: Mapped[str | None] = mapped_column(String)
+    calls: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int | None] = mapped_column(BigInteger)
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[float | None] = mapped_column(Double)
+    priced_calls: Mapped[int | None] = mapped_column(BigInteger)
+    unpriced_calls: Mapped[int | None] = mapped_column(BigInteger)
+    partially_priced_calls: Mapped[int | None] = mapped_column(BigInteger)
+    scored_calls: Mapped[int | None] = mapped_column(BigInteger)
+    scored_output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cacheable_calls: Mapped[int | None] = mapped_column(BigInteger)
+    cacheable_min_input: Mapped[int | None] = mapped_column(BigInteger)
+    cacheable_cache_read: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_wasteaudit_rollup_calls_day", "day"),)
+
+
+class RollupWasteRow(Base):
+    """Current-finding sums per UTC day × call cell × kind × subkind × tier (judge excluded)."""
+
+    __tablename__ = "wasteaudit_rollup_waste"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    function: Mapped[str | None] = mapped_column(String)
+    provider: Mapped[str | None] = mapped_column(String)
+    request_model: Mapped[str | None] = mapped_column(String)
+    response_model: Mapped[str | None] = mapped_column(String)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    subkind: Mapped[str | None] = mapped_column(String(32))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[float | None] = mapped_column(Double)
+    findings: Mapped[int | None] = mapped_column(BigInteger)
+    priced_findings: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_wasteaudit_rollup_waste_day", "day"),)
+
+
+class RollupRunRow(Base):
+    """Per UTC day × run × provider × model: the run's call sums there, and its quality signals.
+
+    ``q`` and ``failed`` are the run's (the rule of ``wasteaudit.report.quality``), repeated on
+    each of its rows; ``observable`` says whether the run's use of its output was observable.
+    """
+
+    __tablename__ = "wasteaudit_rollup_runs"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    function: Mapped[str | None] = mapped_column(String)
+    provider: Mapped[str | None] = mapped_column(String)
+    request_model: Mapped[str | None] = mapped_column(String)
+    response_model: Mapped[str | None] = mapped_column(String)
+    t: Mapped[int | None] = mapped_column(BigInteger)  # output tokens
+    n: Mapped[int | None] = mapped_column(BigInteger)  # calls
+    c: Mapped[float | None] = mapped_column(Double)  # cost of the priced calls
+    n_priced: Mapped[int | None] = mapped_column(BigInteger)
+    n_scored: Mapped[int | None] = mapped_column(BigInteger)
+    w: Mapped[int | None] = mapped_column(BigInteger)  # confirmed waste tokens of current findings
+    observable: Mapped[bool | None] = mapped_column(Boolean)
+    q: Mapped[float | None] = mapped_column(Double)
+    failed: Mapped[bool | None] = mapped_column(Boolean)
+
+    __table_args__ = (Index("ix_wasteaudit_rollup_runs_day", "day"),)
+
+
+class RollupTopRow(Base):
+    """Per UTC day, the calls with the most confirmed waste (dollars, then tokens): the top
+    calls of any period of whole days are among the union of its days' tops."""
+
+    __tablename__ = "wasteaudit_rollup_top"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    day: Mapped[date | None] = mapped_column(Date)
+    call_id: Mapped[str | None] = mapped_column(String(32))
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_wasteaudit_rollup_top_day", "day"),)

@@ -10,7 +10,7 @@ Four tables (``wasteaudit.storage.models``), all at the grain of one UTC day:
   failed flag and observable use;
 * ``wasteaudit_rollup_top`` — the day's 10 calls with the most confirmed waste.
 
-Triggers (migration ``v0_3_0_01``) append the days whose sums a write changed to
+Triggers (migration ``v0_3_0_02``) append the days whose sums a write changed to
 ``wasteaudit_rollup_dirty``: a call inserted, updated (figures, scoring, repricing) or deleted
 (pruning); a finding written or removed; a run or score written or removed (every day its
 calls fall on). On SQLite a call insert has no trigger (it would cost ~20 µs per row): the
@@ -70,7 +70,7 @@ def _midnight(day: date) -> datetime:
 
 
 def available(conn: Connection) -> bool:
-    """Whether the database has the rollup tables (schema ``v0_3_0_01`` or later)."""
+    """Whether the database has the rollup tables (schema ``v0_3_0_02`` or later)."""
     from sqlalchemy import inspect
 
     return bool(inspect(conn).has_table(dirty.name))

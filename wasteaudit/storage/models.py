@@ -1,7 +1,7 @@
 """The SQL schema: ``wasteaudit_*`` tables that can live inside an app's own database.
 
 Six hold the records; five more are the weekly report's rollups (derived, kept exact by the
-triggers of migration ``v0_3_0_01``; see docs/report.md §12).
+triggers of migration ``v0_3_0_02``; see docs/report.md §12).
 
 Columns mirror the record dataclasses in ``wasteaudit.records`` one to one (list and dict
 fields as JSON), plus what the writer and the scorer add: pricing status and the lease

@@ -1,7 +1,7 @@
 """Report rollups: per-day sums of calls, current findings and runs, kept exact by triggers.
 
-Revision ID: v0_3_0_01
-Revises: v0_2_0_03
+Revision ID: v0_3_0_02
+Revises: v0_3_0_01
 Create Date: 2026-11-26
 
 The weekly report reads these instead of aggregating every call of two weeks (docs/report.md
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "v0_3_0_01"
-down_revision: str | None = "v0_2_0_03"
+revision: str = "v0_3_0_02"
+down_revision: str | None = "v0_3_0_01"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,22 +3,25 @@
 A provider wrapper creates a :class:`CallTracker` when the SDK method is entered, fills the
 record as data arrives (usage, outputs, attempts), and calls :meth:`CallTracker.finish` exactly
 once — on return, on error, or when a stream ends, is closed, is abandoned or is collected.
-``finish`` stamps timing, derives the finish category, decorates the span from the record, ends
-the span (when it is ours) and hands the record to the pipeline. Nothing here raises into the app.
+``finish`` stamps timing on the calling thread; reading the result, deriving the finish category,
+decorating the span from the record, ending the span (when it is ours, with the call's end time)
+and handing the record to the pipeline run in the finisher thread (``_internal.deferred``) when
+every sink allows it. Nothing here raises into the app.
 """
 
 from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Callable
 
-from wasteaudit._internal import clock, pipeline, tracing
+from wasteaudit._internal import clock, deferred, pipeline, tracing
 from wasteaudit._internal import semconv as sc
 from wasteaudit._internal.runs import current_run, materialize
 from wasteaudit._internal.safety import internal_error
 from wasteaudit.config import get_settings
 from wasteaudit.export import _hook as export_hook
+from wasteaudit.export import _state as export_state
 from wasteaudit.records import AttemptRecord, CallRecord, new_id
 
 # The call whose SDK method is executing in this context: attempt hooks (HTTP send wrappers,
@@ -197,8 +200,14 @@ class CallTracker:
     def finished(self) -> bool:
         return self._done
 
-    def finish(self, error: BaseException | None = None, *, refused: bool = False) -> None:
-        """Finalize once: timing, category, span, pipeline. Later calls are no-ops."""
+    def finish(self, error: BaseException | None = None, *, refused: bool = False, fill: Callable[[], bool] | None = None) -> None:
+        """Finalize once; later calls are no-ops.
+
+        On the calling thread only the timing and the error are taken; reading the result
+        (``fill``, which returns whether the output refused), the finish category, the span's end
+        attributes, ending the span (with this end time) and handing the record on run in the
+        finisher thread when every sink allows it (else here, as before).
+        """
         if self._done:
             return
         self._done = True
@@ -213,6 +222,19 @@ class CallTracker:
                 status = getattr(error, "status_code", None)
                 if isinstance(status, int):
                     record.status_code = status
+        except Exception as exc:
+            internal_error("calls.finish", exc)
+        if export_state.recorder is None and pipeline.can_defer():
+            deferred.submit_or_run(lambda: self._complete(error, refused, fill, True))
+        else:
+            self._complete(error, refused, fill, False)
+
+    def _complete(self, error: BaseException | None, refused: bool, fill: Callable[[], bool] | None, in_order: bool) -> None:
+        """Everything after the timing: result, category, span, pipeline (see :meth:`finish`)."""
+        try:
+            record = self.record
+            if fill is not None:
+                refused = fill() or refused
             if record.finish_category is None:
                 failed = error is not None and record.output_tokens is None and not record.choices
                 record.finish_category = finish_category(record.finish_reasons, refused=refused, failed=failed)  # type: ignore[assignment]
@@ -224,7 +246,10 @@ class CallTracker:
         except Exception as exc:
             internal_error("calls.finish", exc)
         try:
-            pipeline.emit(self.record)
+            if in_order:  # a finisher job: already behind every earlier record
+                pipeline.deliver(self.record)
+            else:
+                pipeline.emit(self.record)
         except Exception as exc:
             internal_error("calls.emit", exc)
         try:

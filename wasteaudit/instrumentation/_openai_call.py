@@ -218,7 +218,8 @@ class OpenAICall:
                 return AsyncStreamProxy(result, self._observer())
             if isinstance(result, SDK["Stream"]):
                 return SyncStreamProxy(result, self._observer())
-            tracker.finish(None, refused=self._body(result))
+            # the body is read in the finisher thread (the SDK's models are immutable in practice)
+            tracker.finish(None, fill=lambda: self._fill(result))
             return result
         except Exception as exc:
             internal_error("openai.result", exc)
@@ -244,6 +245,14 @@ class OpenAICall:
             expected=n if type(n) is int and 0 < n <= 128 else 1,
             usage_gap=self.usage_gap,
         )
+
+    def _fill(self, body: Any) -> bool:
+        """Read a returned body into the record (finisher side); a failure is counted, never raised."""
+        try:
+            return self._body(body)
+        except Exception as exc:
+            internal_error("openai.result", exc)
+            return False
 
     def _body(self, body: Any) -> bool:
         record = self.tracker.record

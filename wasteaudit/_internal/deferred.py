@@ -36,19 +36,18 @@ BATCH_DELAY_S = 0.01
 
 
 class _State:
-    __slots__ = ("lock", "cond", "jobs", "submitted", "done", "worker", "idle", "running", "failure", "pid")
+    __slots__ = ("lock", "cond", "jobs", "worker", "idle", "running", "failure")
 
     def __init__(self) -> None:
+        # Submitting takes no lock (a deque append is atomic); the lock orders the worker, the
+        # drainers and the wake-up of an idle worker.
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.jobs: deque[Job] = deque()
-        self.submitted = 0
-        self.done = 0
         self.worker: threading.Thread | None = None
-        self.idle = False  # the worker is waiting for work (needs a notify)
+        self.idle = False  # the worker waits for work (a submit must wake it)
         self.running = False  # a job is running (one runner at a time keeps call order)
         self.failure: BaseException | None = None
-        self.pid = os.getpid()
 
 
 _state = _State()
@@ -70,17 +69,24 @@ def enabled() -> bool:
 def submit(job: Job) -> bool:
     """Queue ``job`` for the worker; False when the caller must run it inline (queue full)."""
     state = _state
+    jobs = state.jobs
+    if len(jobs) >= MAX_QUEUED:
+        return False
+    jobs.append(job)
+    if state.idle or state.worker is None:
+        _wake(state)
+    return True
+
+
+def _wake(state: _State) -> None:
     with state.lock:
-        if len(state.jobs) >= MAX_QUEUED:
-            return False
-        state.jobs.append(job)
-        state.submitted += 1
         if state.worker is None:
-            _start_worker(state)
+            worker = threading.Thread(target=_work, args=(state,), name="wasteaudit-finisher", daemon=True)
+            state.worker = worker
+            worker.start()
         elif state.idle:
             state.idle = False
             state.cond.notify_all()
-    return True
 
 
 def submit_or_run(job: Job) -> None:
@@ -92,13 +98,7 @@ def submit_or_run(job: Job) -> None:
 def pending() -> bool:
     """Whether queued or running jobs exist (a record emitted now must queue behind them)."""
     state = _state
-    return state.submitted != state.done
-
-
-def _start_worker(state: _State) -> None:
-    worker = threading.Thread(target=_work, args=(state,), name="wasteaudit-finisher", daemon=True)
-    state.worker = worker
-    worker.start()
+    return bool(state.jobs) or state.running
 
 
 def _run(job: Job) -> None:
@@ -107,17 +107,15 @@ def _run(job: Job) -> None:
     try:
         job()
     except Exception as exc:  # a job counts its own errors; this is the last guard
-        try:
-            internal_error("deferred.job", exc)
-        except Exception:
-            raise
+        internal_error("deferred.job", exc)
 
 
 def _work(state: _State) -> None:
+    jobs = state.jobs
     while True:
         with state.lock:
-            while not state.jobs:
-                state.idle = True
+            state.idle = True
+            while not jobs:
                 state.cond.wait()
             state.idle = False
         # Let the calls of the next few milliseconds queue up: one wake-up (and one hand-over of
@@ -127,9 +125,9 @@ def _work(state: _State) -> None:
             with state.lock:
                 while state.running:  # a drain() in another thread is running one
                     state.cond.wait()
-                if not state.jobs:
+                if not jobs:
                     break
-                job = state.jobs.popleft()
+                job = jobs.popleft()
                 state.running = True
             try:
                 _run(job)
@@ -137,7 +135,6 @@ def _work(state: _State) -> None:
                 state.failure = exc
             with state.lock:
                 state.running = False
-                state.done += 1
                 state.cond.notify_all()
 
 
@@ -145,8 +142,11 @@ def drain(timeout: float | None = None) -> bool:
     """Run every queued job in this thread (in order, one runner at a time) and wait for the one
     in flight; True when none is left."""
     state = _state
+    jobs = state.jobs
     deadline = None if timeout is None else time.monotonic() + timeout
     on_worker = threading.current_thread() is state.worker
+    if not jobs and not state.running:
+        return _raise_failure(state)
     while True:
         with state.lock:
             while state.running and not on_worker:
@@ -156,9 +156,9 @@ def drain(timeout: float | None = None) -> bool:
                 state.cond.wait(remaining)
             if state.running and not on_worker:
                 break  # timed out behind the job in flight
-            if not state.jobs:
+            if not jobs:
                 break
-            job = state.jobs.popleft()
+            job = jobs.popleft()
             running_before = state.running
             state.running = True
         try:
@@ -166,12 +166,15 @@ def drain(timeout: float | None = None) -> bool:
         finally:
             with state.lock:
                 state.running = running_before
-                state.done += 1
                 state.cond.notify_all()
+    return _raise_failure(state) and not jobs and (on_worker or not state.running)
+
+
+def _raise_failure(state: _State) -> bool:
     failure, state.failure = state.failure, None
     if failure is not None:
         raise failure
-    return state.done == state.submitted
+    return True
 
 
 def _after_fork_in_child() -> None:

@@ -84,6 +84,7 @@ def _wake(state: _State) -> None:
             worker = threading.Thread(target=_work, args=(state,), name="wasteaudit-finisher", daemon=True)
             state.worker = worker
             worker.start()
+            _hook_exit()
         elif state.idle:
             state.idle = False
             state.cond.notify_all()
@@ -175,6 +176,31 @@ def _raise_failure(state: _State) -> bool:
     if failure is not None:
         raise failure
     return True
+
+
+_exit_hooked = False
+
+
+def _hook_exit() -> None:
+    """Drain when the main thread ends, before threads are joined and atexit runs: the writer
+    may still start its threads then (Python 3.12+ refuses new threads during atexit)."""
+    global _exit_hooked
+    if _exit_hooked:
+        return
+    _exit_hooked = True
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_drain_at_exit)
+        except RuntimeError:  # already shutting down: the atexit drains still run
+            pass
+
+
+def _drain_at_exit() -> None:
+    try:
+        drain(timeout=5.0)
+    except BaseException:  # at exit there is no one left to tell
+        pass
 
 
 def _after_fork_in_child() -> None:

@@ -270,3 +270,14 @@ def test_flush_writes_what_the_finisher_still_holds(oai, llm_server, tmp_path):
         deferred.BATCH_DELAY_S = deferred_delay
         pipeline.reset_writer()
         config.set_settings(previous)
+
+
+def test_the_worker_still_wakes_after_a_drain_took_the_job_that_woke_it():
+    ran: list[int] = []
+    for i in range(50):
+        deferred.submit_or_run(lambda: ran.append(-1))
+        deferred.drain()  # usually takes the job before the worker gets the GIL
+        time.sleep(0.002)  # the woken worker finds nothing and waits again
+        deferred.submit_or_run(lambda i=i: ran.append(i))
+        assert _wait(lambda i=i: ran[-1:] == [i], timeout=5.0), f"worker missed job {i}"
+    assert [r for r in ran if r >= 0] == list(range(50))

@@ -115,8 +115,8 @@ def _work(state: _State) -> None:
     jobs = state.jobs
     while True:
         with state.lock:
-            state.idle = True
             while not jobs:
+                state.idle = True  # before every wait: a drain may have taken what woke us
                 state.cond.wait()
             state.idle = False
         # Let the calls of the next few milliseconds queue up: one wake-up (and one hand-over of

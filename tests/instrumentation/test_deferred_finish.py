@@ -190,9 +190,11 @@ def test_an_error_in_a_job_is_counted_in_production(monkeypatch):
 def _child_script(body: str) -> str:
     return textwrap.dedent(
         """
-        import os, sys, json
+        import importlib, os, sys, json
         sys.path.insert(0, {root!r})
-        import httpx2, openai, wasteaudit
+        import openai, wasteaudit
+        base = importlib.import_module("openai._base_client")
+        httpx2 = getattr(base, "httpx2", None) or base.httpx  # the HTTP package this SDK is built on
         from wasteaudit.localllm import openai_bodies as ob
         from wasteaudit._internal import deferred
         deferred.BATCH_DELAY_S = 30.0  # the worker never gets to it: only the exit path can

@@ -112,31 +112,42 @@ def _run(job: Job) -> None:
 
 
 def _work(state: _State) -> None:
-    jobs = state.jobs
     while True:
         with state.lock:
-            while not jobs:
+            while not state.jobs:
                 state.idle = True  # before every wait: a drain may have taken what woke us
                 state.cond.wait()
             state.idle = False
-        # Let the calls of the next few milliseconds queue up: one wake-up (and one hand-over of
-        # the GIL) per batch instead of one per call keeps the app's thread undisturbed.
-        time.sleep(BATCH_DELAY_S)
+        # Let the calls of the next few milliseconds queue up and finish them as one batch; keep
+        # polling at that pace while calls keep coming, and sleep for good (needing a wake-up)
+        # only after a quiet interval: the app's thread then rarely pays for a wake-up, and the
+        # GIL changes hands once per batch instead of once per call.
         while True:
-            with state.lock:
-                while state.running:  # a drain() in another thread is running one
-                    state.cond.wait()
-                if not jobs:
-                    break
-                job = jobs.popleft()
-                state.running = True
-            try:
-                _run(job)
-            except BaseException as exc:  # raise mode (tests): hand it to the next drain()
-                state.failure = exc
-            with state.lock:
-                state.running = False
-                state.cond.notify_all()
+            time.sleep(BATCH_DELAY_S)
+            if not _run_batch(state):
+                break
+
+
+def _run_batch(state: _State) -> bool:
+    """Run what is queued, in order; False when nothing was."""
+    jobs = state.jobs
+    ran = False
+    while True:
+        with state.lock:
+            while state.running:  # a drain() in another thread is running one
+                state.cond.wait()
+            if not jobs:
+                return ran
+            job = jobs.popleft()
+            state.running = True
+        ran = True
+        try:
+            _run(job)
+        except BaseException as exc:  # raise mode (tests): hand it to the next drain()
+            state.failure = exc
+        with state.lock:
+            state.running = False
+            state.cond.notify_all()
 
 
 def drain(timeout: float | None = None) -> bool:

@@ -393,7 +393,8 @@ class _Call:
                 tracker.span = current
                 tracker.own_span = False
                 self.mode = _SDK
-                attrs = {k: v for k, v in tracker._start_attributes().items() if k not in _SDK_OWNED}
+                # the SDK's span already carries every sampling-relevant start attribute
+                attrs = {k: v for k, v in tracker._split_start_attributes()[1].items() if k not in _SDK_OWNED}
                 attrs[sc.WA_USAGE_SOURCE] = "missing"  # overwritten once usage arrives
                 if tracker.record.stream:
                     current.set_attributes(attrs)  # a stream may be dropped before any event

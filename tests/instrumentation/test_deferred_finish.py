@@ -283,3 +283,29 @@ def test_the_worker_still_wakes_after_a_drain_took_the_job_that_woke_it():
         deferred.submit_or_run(lambda i=i: ran.append(i))
         assert _wait(lambda i=i: ran[-1:] == [i], timeout=5.0), f"worker missed job {i}"
     assert [r for r in ran if r >= 0] == list(range(50))
+
+
+def test_calls_from_many_threads_are_all_finished_without_a_reader_draining():
+    import random
+
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def job(n: int) -> None:
+        with lock:
+            done.append(n)
+
+    def app_thread(base: int) -> None:
+        rng = random.Random(base)
+        for i in range(200):
+            deferred.submit_or_run(lambda n=base + i: job(n))
+            if rng.random() < 0.2:
+                time.sleep(rng.choice((0, 0.0005, 0.012)))  # around the worker's batch pace
+
+    threads = [threading.Thread(target=app_thread, args=(k * 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _wait(lambda: len(done) == 800, timeout=10.0), len(done)
+    assert sorted(done) == sorted(k * 1000 + i for k in range(4) for i in range(200))

@@ -114,8 +114,13 @@ def _run(job: Job) -> None:
 def _work(state: _State) -> None:
     while True:
         with state.lock:
-            while not state.jobs:
-                state.idle = True  # before every wait: a drain may have taken what woke us
+            while True:
+                # Marked idle before looking at the queue (and again after every wake-up: a drain
+                # may have taken what woke us): a submit appends before it reads the mark, so
+                # either we see its call or it sees the mark and wakes us.
+                state.idle = True
+                if state.jobs:
+                    break
                 state.cond.wait()
             state.idle = False
         # Let the calls of the next few milliseconds queue up and finish them as one batch; keep

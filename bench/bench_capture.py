@@ -11,6 +11,12 @@ some peers (Langfuse's drop-in) patch at import time and cannot be undone.
 
 Run: ``python bench/bench_capture.py [--rounds 15] [--calls 200] [--block 10] [--transport inproc|loopback|both]``.
 Peers are measured when installed (``pip install langfuse openinference-instrumentation-openai``).
+
+wasteaudit finishes calls (reading the result, ending the span, queueing the record) on its
+finisher thread; ``--compare-inline`` adds the same instrumentation finishing on the calling thread
+(the behaviour before the finisher) as a same-process baseline, and the summary shows the process
+CPU added beside the calling thread's. ``--gc`` leaves the garbage collector on while timing (off by
+default, so a collection triggered by another configuration's garbage is not charged to this one).
 """
 
 from __future__ import annotations
@@ -183,6 +189,8 @@ class Config:
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     # runs the workload's call (a reference configuration that wraps the call instead of patching)
     around: Callable[[Callable[[Any], None], Any], None] | None = None
+    # switched on before each of its blocks, outside the timed region (e.g. finishing inline)
+    setup: Callable[[], None] | None = None
 
 
 BARE = "bare SDK"
@@ -192,6 +200,19 @@ A_BARE = "bare SDK (tracing off)"
 A_SDK = "SDK built-in tracing"
 A_ENRICH = "wasteaudit + SDK tracing (enriched span)"
 A_OWN = "wasteaudit (SDK tracing off, own span)"
+INLINE = "wasteaudit, finished inline"
+A_INLINE = "wasteaudit + SDK tracing, finished inline"
+
+
+def _finish_inline(inline: bool) -> Callable[[], None]:
+    """Whether wasteaudit finishes calls on the calling thread (the pre-finisher behaviour)."""
+
+    def setup() -> None:
+        from wasteaudit._internal import deferred
+
+        deferred.set_enabled(not inline)
+
+    return setup
 OPENAI_PEERS = ("OpenInference", "Langfuse drop-in")
 # workload -> added-CPU target in µs (OpenAI); Anthropic's target is a ratio to the SDK's own tracing
 TARGET_US = {"openai chat": 100.0, "openai chat stream (~20 chunks)": 250.0, "openai responses": 100.0}
@@ -228,22 +249,24 @@ def _hand_span(provider: Any) -> Callable[[Callable[[Any], None], Any], None]:
     return around
 
 
-def build_openai_configs(classes: list[type], provider: Any) -> list[Config]:
+def build_openai_configs(classes: list[type], provider: Any, compare_inline: bool = False) -> list[Config]:
     import wasteaudit
 
     bare = snapshot(classes)
-    configs = [Config(BARE, bare), Config(HAND, bare, around=_hand_span(provider))]
+    configs = [Config(BARE, bare, setup=_finish_inline(False)), Config(HAND, bare, around=_hand_span(provider), setup=_finish_inline(False))]
     # Not undone until the end: an undone handle leaves inert pass-through wrappers behind, which
     # would measure nothing. Restoring the bare snapshot removes the wrappers from the classes.
     wasteaudit.instrument_openai()
-    configs.append(Config(OURS, snapshot(classes)))
+    configs.append(Config(OURS, snapshot(classes), setup=_finish_inline(False)))
+    if compare_inline:
+        configs.append(Config(INLINE, configs[-1].snap, setup=_finish_inline(True)))
     restore(bare)
     try:
         from openinference.instrumentation.openai import OpenAIInstrumentor
 
         instrumentor = OpenAIInstrumentor()
         instrumentor.instrument(tracer_provider=provider)
-        configs.append(Config(OPENAI_PEERS[0], snapshot(classes)))
+        configs.append(Config(OPENAI_PEERS[0], snapshot(classes), setup=_finish_inline(False)))
         restore(bare)
     except ImportError:
         print("  (OpenInference not installed: skipped)")
@@ -260,32 +283,41 @@ def build_openai_configs(classes: list[type], provider: Any) -> list[Config]:
         Langfuse(tracer_provider=TracerProvider())
         import langfuse.openai  # noqa: F401  (patches at import)
 
-        configs.append(Config(OPENAI_PEERS[1], snapshot(classes)))
+        configs.append(Config(OPENAI_PEERS[1], snapshot(classes), setup=_finish_inline(False)))
         restore(bare)
     except ImportError:
         print("  (Langfuse not installed: skipped)")
     return configs
 
 
-def build_anthropic_configs(classes: list[type], provider: Any) -> list[Config]:
+def build_anthropic_configs(classes: list[type], provider: Any, compare_inline: bool = False) -> list[Config]:
     import wasteaudit
 
     bare = snapshot(classes)
+    on = _finish_inline(False)
     configs = [
-        Config(A_BARE, bare, {"open_telemetry": False}),
-        Config(A_SDK, bare, {"open_telemetry": {"tracer_provider": provider}}),
+        Config(A_BARE, bare, {"open_telemetry": False}, setup=on),
+        Config(A_SDK, bare, {"open_telemetry": {"tracer_provider": provider}}, setup=on),
     ]
     wasteaudit.instrument_anthropic()
     snap = snapshot(classes)
     restore(bare)
-    configs.append(Config(A_ENRICH, snap, {"open_telemetry": {"tracer_provider": provider}}))
-    configs.append(Config(A_OWN, snap, {"open_telemetry": False}))
+    configs.append(Config(A_ENRICH, snap, {"open_telemetry": {"tracer_provider": provider}}, setup=on))
+    configs.append(Config(A_OWN, snap, {"open_telemetry": False}, setup=on))
+    if compare_inline:
+        configs.append(Config(A_INLINE, snap, {"open_telemetry": {"tracer_provider": provider}}, setup=_finish_inline(True)))
     return configs
 
 
 # --------------------------------------------------------------------------------------------- measurement
 def measure(
-    make_client: Callable[[Config], Any], configs: list[Config], call: Callable[[Any], None], rounds: int, calls: int, block: int = 10
+    make_client: Callable[[Config], Any],
+    configs: list[Config],
+    call: Callable[[Any], None],
+    rounds: int,
+    calls: int,
+    block: int = 10,
+    keep_gc: bool = False,
 ) -> dict[str, dict[str, list[float]]]:
     """Per configuration, per round: CPU µs per call on this thread and for the whole process.
 
@@ -301,6 +333,8 @@ def measure(
         runs: dict[str, Callable[[Any], None]] = {}
         for config in configs:
             restore(config.snap)
+            if config.setup is not None:
+                config.setup()
             clients[config.name] = client = make_client(config)
             run = runs[config.name] = (lambda c, around=config.around: around(call, c)) if config.around is not None else call
             for _ in range(5):
@@ -311,8 +345,11 @@ def measure(
             shift = (round_no + block_no) % len(configs)
             for config in configs[shift:] + configs[:shift]:
                 restore(config.snap)
+                if config.setup is not None:
+                    config.setup()
                 client, run = clients[config.name], runs[config.name]
-                gc.disable()
+                if not keep_gc:
+                    gc.disable()
                 t0, p0 = time.thread_time_ns(), time.process_time_ns()
                 for _ in range(block):
                     run(client)
@@ -339,7 +376,15 @@ def added(results: dict[str, dict[str, list[float]]], name: str, baseline: str) 
     """Added CPU of ``name`` over ``baseline``, round by round: median and interquartile range."""
     diffs = [a - b for a, b in zip(results[name]["thread_us"], results[baseline]["thread_us"])]
     q1, median, q3 = _quartiles(diffs)
-    return {"added_us": median, "added_q1": q1, "added_q3": q3, "cpu_us": statistics.median(results[name]["thread_us"]), "process_us": statistics.median(results[name]["process_us"])}
+    process = statistics.median(a - b for a, b in zip(results[name]["process_us"], results[baseline]["process_us"]))
+    return {
+        "added_us": median,
+        "added_q1": q1,
+        "added_q3": q3,
+        "cpu_us": statistics.median(results[name]["thread_us"]),
+        "process_us": statistics.median(results[name]["process_us"]),
+        "added_process_us": process,
+    }
 
 
 def detail(title: str, results: dict[str, dict[str, list[float]]], baseline: str) -> dict[str, Any]:
@@ -369,7 +414,7 @@ def summary(transport: str, figures: dict[str, Any]) -> None:
     peers = [p for p in OPENAI_PEERS if any(p in f for f in figures.values())]
     print(f"\n[{transport}] summary: added CPU per call on the calling thread (median of interleaved rounds, IQR in brackets)")
     head = f"  {'workload':34s} {'bare µs':>8s} {'wasteaudit added µs':>22s} {'target':>9s} {'/target':>8s} {'hand span':>10s}"
-    print(head + "".join(f" {p:>17s}" for p in peers) + "  verdict")
+    print(head + "".join(f" {p:>17s}" for p in peers) + f" {'process added':>14s}  verdict")
     for workload, target in TARGET_US.items():
         fig = figures.get(workload)
         if fig is None:
@@ -382,20 +427,26 @@ def summary(transport: str, figures: dict[str, Any]) -> None:
         print(
             f"  {workload:34s} {fig[BARE]['cpu_us']:8.0f} {spread:>22s} {'<=' + format(target, '.0f'):>9s} {ours['added_us'] / target:8.2f} {fig[HAND]['added_us']:+10.0f}"
             + "".join(cells)
+            + f" {ours['added_process_us']:+14.0f}"
             + ("  ok" if ok else "  MISSED")
         )
+        if INLINE in fig:
+            inline = fig[INLINE]
+            print(f"    {'(finished inline, same run)':32s} {'':8s} {inline['added_us']:+22.0f} {'':9s} {inline['added_us'] / target:8.2f} {'':10s}" + " " * (18 * len(peers)) + f" {inline['added_process_us']:+14.0f}")
     for workload, short in (("anthropic messages", "anthropic messages"), ("anthropic messages stream", "anthropic stream")):
         fig = figures.get(workload)
         if fig is None:
             continue
         sdk = fig[A_SDK]["added_us"]
-        for name, label in ((A_ENRICH, "enriched span"), (A_OWN, "own span")):
+        for name, label in ((A_ENRICH, "enriched span"), (A_OWN, "own span"), (A_INLINE, "enriched, inline")):
+            if name not in fig:
+                continue
             r = fig[name]
             spread = f"{r['added_us']:+.0f} ({r['added_q1']:+.0f}..{r['added_q3']:+.0f})"
             verdict = "ok" if r["ratio"] <= ANTHROPIC_TARGET_RATIO else "MISSED"
             print(
                 f"  {short + ' (' + label + ')':34s} {fig[A_BARE]['cpu_us']:8.0f} {spread:>22s} {'<=1.10x':>9s} {r['ratio']:7.2f}x"
-                f"  SDK tracing alone {sdk:+.0f} µs; ratio IQR {r['ratio_q1']:.2f}..{r['ratio_q3']:.2f}  {verdict}"
+                f"  SDK tracing alone {sdk:+.0f} µs; ratio IQR {r['ratio_q1']:.2f}..{r['ratio_q3']:.2f}; process added {r['added_process_us']:+.0f} µs  {verdict}"
             )
 
 
@@ -407,6 +458,8 @@ def main() -> None:
     parser.add_argument("--transport", choices=["inproc", "loopback", "both"], default="both")
     parser.add_argument("--only", choices=["openai", "anthropic", "all"], default="all")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--compare-inline", action="store_true", help="also measure wasteaudit finishing calls on the calling thread")
+    parser.add_argument("--gc", action="store_true", help="leave the garbage collector on while timing")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
     import warnings
@@ -424,12 +477,15 @@ def main() -> None:
     provider = _tracer_provider()
     openai_classes = _classes(OPENAI_MODULES)
     anthropic_classes = _classes(ANTHROPIC_MODULES)
-    openai_configs = build_openai_configs(openai_classes, provider)
-    anthropic_configs = build_anthropic_configs(anthropic_classes, provider)
+    openai_configs = build_openai_configs(openai_classes, provider, args.compare_inline)
+    anthropic_configs = build_anthropic_configs(anthropic_classes, provider, args.compare_inline)
     bare_openai = openai_configs[0].snap
     bare_anthropic = anthropic_configs[0].snap
     print(f"openai {openai.__version__}, anthropic {anthropic.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    print(f"rounds={args.rounds} calls/round={args.calls}; usage and content capture on (content_mode=full), records queued to SQLite, recording TracerProvider")
+    print(
+        f"rounds={args.rounds} calls/round={args.calls}; usage and content capture on (content_mode=full), records queued to SQLite, recording TracerProvider"
+        + ("; gc on while timing" if args.gc else "")
+    )
 
     figures: dict[str, Any] = {}
     transports = ["inproc", "loopback"] if args.transport == "both" else [args.transport]
@@ -445,7 +501,7 @@ def main() -> None:
                         return openai.OpenAI(base_url=server.openai_base_url, api_key="sk-bench", max_retries=0)
                     return openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(canned.httpx)))
 
-                per_transport[title] = detail(f"[{transport}] {title}", measure(make_openai, openai_configs, call, args.rounds, args.calls, args.block), BARE)
+                per_transport[title] = detail(f"[{transport}] {title}", measure(make_openai, openai_configs, call, args.rounds, args.calls, args.block, args.gc), BARE)
             restore(bare_openai)
         if args.only in ("anthropic", "all"):
             for title, (canned, call) in anthropic_workloads().items():
@@ -458,10 +514,11 @@ def main() -> None:
                         base_url="http://127.0.0.1:9", api_key="sk-ant-bench", max_retries=0, http_client=_sdk_http("anthropic").Client(transport=_sdk_http("anthropic").MockTransport(canned.httpx)), **config.client_kwargs
                     )
 
-                results = measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls, args.block)
+                results = measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls, args.block, args.gc)
                 result = detail(f"[{transport}] {title}", results, A_BARE)
-                for name in (A_ENRICH, A_OWN):
-                    result[name].update(_ratio(results, name))
+                for name in (A_ENRICH, A_OWN, A_INLINE):
+                    if name in result:
+                        result[name].update(_ratio(results, name))
                 per_transport[title] = result
             restore(bare_anthropic)
         if server is not None:

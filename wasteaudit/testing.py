@@ -21,35 +21,51 @@ from wasteaudit.records import CallRecord, RunRecord, ScoreRecord
 
 
 class CapturedAudit:
-    """An in-memory sink: every record emitted while it is installed, in order."""
+    """An in-memory sink: every record emitted while it is installed, in order.
+
+    Calls are finished off the app's thread; every reader first finishes the queued ones, so a
+    test reads complete records right after its calls.
+    """
+
+    deferrable = True  # takes records from the finisher thread (it reads no caller context)
 
     def __init__(self) -> None:
-        self.records: list[Any] = []
+        self._items: list[Any] = []
         self._lock = threading.Lock()
 
     def submit(self, record: Any) -> bool:
         with self._lock:
-            self.records.append(record)
+            self._items.append(record)
         return True
 
     @property
+    def records(self) -> list[Any]:
+        """Every record, in order (the live list)."""
+        pipeline.drain()
+        return self._items
+
+    @property
     def calls(self) -> list[CallRecord]:
+        pipeline.drain()
         with self._lock:
-            return [r for r in self.records if isinstance(r, CallRecord)]
+            return [r for r in self._items if isinstance(r, CallRecord)]
 
     @property
     def runs(self) -> list[RunRecord]:
+        pipeline.drain()
         with self._lock:
-            return [r for r in self.records if isinstance(r, RunRecord)]
+            return [r for r in self._items if isinstance(r, RunRecord)]
 
     @property
     def scores(self) -> list[ScoreRecord]:
+        pipeline.drain()
         with self._lock:
-            return [r for r in self.records if isinstance(r, ScoreRecord)]
+            return [r for r in self._items if isinstance(r, ScoreRecord)]
 
     def clear(self) -> None:
+        pipeline.drain()
         with self._lock:
-            self.records.clear()
+            self._items.clear()
 
 
 @contextmanager
@@ -77,9 +93,11 @@ class SpanCapture:
 
     @property
     def spans(self) -> list[Any]:
+        pipeline.drain()  # wasteaudit's spans end in the finisher thread
         return list(self.exporter.get_finished_spans())
 
     def clear(self) -> None:
+        pipeline.drain()
         self.exporter.clear()
 
 

@@ -39,6 +39,10 @@ def internal_error(where: str, exc: BaseException) -> None:
 
 
 def internal_error_counts() -> dict[str, int]:
+    """Counts per place, including those of calls still being finished (drained first)."""
+    from wasteaudit._internal import deferred
+
+    deferred.drain()
     with _lock:
         return dict(_errors)
 

@@ -193,9 +193,17 @@ def _detachable_span_processor(inner: Any) -> Any:
             inner.shutdown()
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
+            _drain_calls(timeout_millis / 1000)  # wasteaudit's spans end on its finisher thread
             return bool(inner.force_flush(timeout_millis))
 
     return DetachableSpanProcessor()
+
+
+def _drain_calls(timeout_s: float) -> None:
+    """Finish the calls still queued on wasteaudit's finisher thread (their spans end there)."""
+    from wasteaudit._internal import pipeline
+
+    pipeline.drain(timeout_s)
 
 
 def _detachable_log_processor(inner: Any) -> Any:
@@ -252,6 +260,8 @@ class ExportHandle:
 
         def left_ms() -> int:
             return max(1, int((deadline - time.monotonic()) * 1000))
+
+        _drain_calls(timeout_s)  # spans of calls still being finished end first
 
         for piece in (self._span_processor, self._log_processor):
             if piece is not None:

@@ -16,7 +16,7 @@ counts stay in ``usage_details`` in the provider's own shape (what pricing reads
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from wasteaudit.records import CallRecord, ChoiceContent
 
@@ -214,6 +214,40 @@ def apply_message(record: CallRecord, message: Any) -> bool:
         )
     ]
     return refused
+
+
+UNCHANGED: Any = object()
+
+
+class MessageFacts(NamedTuple):
+    """What :func:`apply_message` will set that the SDK's span needs, read without filling a record.
+
+    ``finish_reasons`` None and ``cache_write`` :data:`UNCHANGED`: the record's value stays.
+    """
+
+    finish_reasons: list[str | None] | None
+    usage_source: str
+    cache_write: Any
+    refused: bool
+
+
+def message_facts(message: Any) -> MessageFacts:
+    """The span's share of :func:`apply_message` (same rules), for the request path; the finisher
+    reads the whole Message later."""
+    if message is None or isinstance(message, (str, bytes, list, tuple, int, float, bool)):
+        return MessageFacts(None, "missing", UNCHANGED, False)
+    data = fields(message)
+    stop_reason = data.get("stop_reason")
+    if stop_reason is not None and not isinstance(stop_reason, str):
+        stop_reason = None
+    usage = data.get("usage")
+    if usage is None:
+        return MessageFacts([stop_reason], "missing", UNCHANGED, stop_reason == "refusal")
+    first = fields(usage)
+    raw_write = first.get("cache_creation_input_tokens")
+    cache_write = raw_write if _count(raw_write) is not None else None
+    source = "provider" if _count(first.get("output_tokens")) is not None else "missing"
+    return MessageFacts([stop_reason], source, cache_write, stop_reason == "refusal")
 
 
 def refusal_text(details: Any) -> str | None:

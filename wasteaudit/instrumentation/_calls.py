@@ -3,22 +3,25 @@
 A provider wrapper creates a :class:`CallTracker` when the SDK method is entered, fills the
 record as data arrives (usage, outputs, attempts), and calls :meth:`CallTracker.finish` exactly
 once — on return, on error, or when a stream ends, is closed, is abandoned or is collected.
-``finish`` stamps timing, derives the finish category, decorates the span from the record, ends
-the span (when it is ours) and hands the record to the pipeline. Nothing here raises into the app.
+``finish`` stamps timing on the calling thread; reading the result, deriving the finish category,
+decorating the span from the record, ending the span (when it is ours, with the call's end time)
+and handing the record to the pipeline run in the finisher thread (``_internal.deferred``) when
+every sink allows it. Nothing here raises into the app.
 """
 
 from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Callable
 
-from wasteaudit._internal import clock, pipeline, tracing
+from wasteaudit._internal import clock, deferred, pipeline, tracing
 from wasteaudit._internal import semconv as sc
 from wasteaudit._internal.runs import current_run, materialize
 from wasteaudit._internal.safety import internal_error
 from wasteaudit.config import get_settings
 from wasteaudit.export import _hook as export_hook
+from wasteaudit.export import _state as export_state
 from wasteaudit.records import AttemptRecord, CallRecord, new_id
 
 # The call whose SDK method is executing in this context: attempt hooks (HTTP send wrappers,
@@ -74,7 +77,7 @@ def finish_category(reasons: list[str | None], *, refused: bool = False, failed:
 class CallTracker:
     """Builds one :class:`CallRecord` and its span; finalizes exactly once."""
 
-    __slots__ = ("record", "span", "own_span", "run", "_done", "_t0", "_token")
+    __slots__ = ("record", "span", "own_span", "run", "_done", "_t0", "_token", "_late")
 
     def __init__(
         self,
@@ -94,6 +97,8 @@ class CallTracker:
         self._t0 = time.perf_counter()
         self._done = False
         self._token: Any = None
+        # start attributes not needed for sampling: set with the end attributes (own span only)
+        self._late: dict[str, Any] | None = None
         run = current_run()
         self.run = run
         record = CallRecord(
@@ -125,38 +130,51 @@ class CallTracker:
         else:
             self.own_span = True
             name = f"{operation} {request_model}" if request_model else operation
-            self.span = tracing.start_call_span(name, self._start_attributes(), int(now * 1e9), run)
+            early, self._late = self._split_start_attributes()
+            self.span = tracing.start_call_span(name, early, int(now * 1e9), run)
         ctx = self.span.get_span_context()
         if ctx.is_valid:
             record.trace_id = format(ctx.trace_id, "032x")
             record.span_id = format(ctx.span_id, "016x")
 
     def _start_attributes(self) -> dict[str, Any]:
+        """Every attribute known when the call starts."""
+        early, late = self._split_start_attributes()
+        early.update(late)
+        return early
+
+    def _split_start_attributes(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(what samplers may look at, the rest): the GenAI conventions' sampling-relevant
+        attributes go on the span at its start; the rest is set with the end attributes, in the
+        same validation pass off the app's thread."""
         record = self.record
-        attrs: dict[str, Any] = {sc.OPERATION: record.operation, sc.PROVIDER: record.provider, sc.WA_CALL_ID: record.id}
+        early: dict[str, Any] = {sc.OPERATION: record.operation, sc.PROVIDER: record.provider}
+        late: dict[str, Any] = {sc.WA_CALL_ID: record.id}
         if record.request_model:
-            attrs[sc.REQUEST_MODEL] = record.request_model
+            early[sc.REQUEST_MODEL] = record.request_model
         if record.server_address:
-            attrs[sc.SERVER_ADDRESS] = record.server_address
+            early[sc.SERVER_ADDRESS] = record.server_address
         if record.server_port:
-            attrs[sc.SERVER_PORT] = record.server_port
+            early[sc.SERVER_PORT] = record.server_port
         if record.stream:
-            attrs[sc.REQUEST_STREAM] = True
+            late[sc.REQUEST_STREAM] = True
         if record.run_id:
-            attrs[sc.WA_RUN_ID] = record.run_id
-            attrs[sc.WA_RUN_NAME] = record.function
-        for key, value in record.request_params.items():
-            name = _PARAM_ATTRS.get(key)
-            if name is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
-                attrs[name] = value
-        stop = record.request_params.get("stop")
-        if isinstance(stop, str):
-            attrs[sc.REQUEST_STOP] = [stop]
-        elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
-            attrs[sc.REQUEST_STOP] = list(stop)
+            late[sc.WA_RUN_ID] = record.run_id
+            late[sc.WA_RUN_NAME] = record.function
+        params = record.request_params
+        if params:
+            for key, value in params.items():
+                name = _PARAM_ATTRS.get(key)
+                if name is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    late[name] = value
+            stop = params.get("stop")
+            if isinstance(stop, str):
+                late[sc.REQUEST_STOP] = [stop]
+            elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+                late[sc.REQUEST_STOP] = list(stop)
         if record.output_type:
-            attrs[sc.OUTPUT_TYPE] = record.output_type
-        return attrs
+            late[sc.OUTPUT_TYPE] = record.output_type
+        return early, late
 
     # -- context for attempt hooks -------------------------------------------------------------
     def activate(self) -> None:
@@ -197,8 +215,14 @@ class CallTracker:
     def finished(self) -> bool:
         return self._done
 
-    def finish(self, error: BaseException | None = None, *, refused: bool = False) -> None:
-        """Finalize once: timing, category, span, pipeline. Later calls are no-ops."""
+    def finish(self, error: BaseException | None = None, *, refused: bool = False, fill: Callable[[], bool] | None = None) -> None:
+        """Finalize once; later calls are no-ops.
+
+        On the calling thread only the timing and the error are taken; reading the result
+        (``fill``, which returns whether the output refused), the finish category, the span's end
+        attributes, ending the span (with this end time) and handing the record on run in the
+        finisher thread when every sink allows it (else here, as before).
+        """
         if self._done:
             return
         self._done = True
@@ -213,6 +237,19 @@ class CallTracker:
                 status = getattr(error, "status_code", None)
                 if isinstance(status, int):
                     record.status_code = status
+        except Exception as exc:
+            internal_error("calls.finish", exc)
+        if export_state.recorder is None and pipeline.can_defer():
+            deferred.submit_or_run(lambda: self._complete(error, refused, fill, True))
+        else:
+            self._complete(error, refused, fill, False)
+
+    def _complete(self, error: BaseException | None, refused: bool, fill: Callable[[], bool] | None, in_order: bool) -> None:
+        """Everything after the timing: result, category, span, pipeline (see :meth:`finish`)."""
+        try:
+            record = self.record
+            if fill is not None:
+                refused = fill() or refused
             if record.finish_category is None:
                 failed = error is not None and record.output_tokens is None and not record.choices
                 record.finish_category = finish_category(record.finish_reasons, refused=refused, failed=failed)  # type: ignore[assignment]
@@ -224,7 +261,10 @@ class CallTracker:
         except Exception as exc:
             internal_error("calls.finish", exc)
         try:
-            pipeline.emit(self.record)
+            if in_order:  # a finisher job: already behind every earlier record
+                pipeline.deliver(self.record)
+            else:
+                pipeline.emit(self.record)
         except Exception as exc:
             internal_error("calls.emit", exc)
         try:
@@ -237,6 +277,10 @@ class CallTracker:
         if span.is_recording():
             # one set_attributes call: the SDK validates and locks per call
             attrs = tracing.call_end_attributes(self.record, started=self.own_span)
+            late = self._late
+            if late:
+                late.update(attrs)
+                attrs = late
             settings = get_settings()
             if settings.capture_content_on_spans:
                 from wasteaudit._internal.content import apply_content_policy

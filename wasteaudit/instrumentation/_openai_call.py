@@ -218,7 +218,10 @@ class OpenAICall:
                 return AsyncStreamProxy(result, self._observer())
             if isinstance(result, SDK["Stream"]):
                 return SyncStreamProxy(result, self._observer())
-            tracker.finish(None, refused=self._body(result))
+            # Read here, not in the finisher: holding the response's object graph until the
+            # finisher runs lets it survive young garbage collections, which then cost the app's
+            # thread more than reading it does (measured with the collector on).
+            tracker.finish(None, refused=self._fill(result))
             return result
         except Exception as exc:
             internal_error("openai.result", exc)
@@ -244,6 +247,14 @@ class OpenAICall:
             expected=n if type(n) is int and 0 < n <= 128 else 1,
             usage_gap=self.usage_gap,
         )
+
+    def _fill(self, body: Any) -> bool:
+        """Read a returned body into the record; a failure is counted, never raised."""
+        try:
+            return self._body(body)
+        except Exception as exc:
+            internal_error("openai.result", exc)
+            return False
 
     def _body(self, body: Any) -> bool:
         record = self.tracker.record

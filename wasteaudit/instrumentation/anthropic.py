@@ -52,7 +52,10 @@ from wasteaudit._internal.safety import internal_error
 from wasteaudit.config import get_settings
 from wasteaudit.instrumentation._anthropic_usage import (
     TOOL_BLOCKS,
+    UNCHANGED,
+    MessageFacts,
     apply_message,
+    message_facts,
     apply_usage,
     refusal_text,
     tool_call,
@@ -90,6 +93,7 @@ _SDK_OWNED = frozenset(
 
 _current: ContextVar["_Call | None"] = ContextVar("wasteaudit_anthropic_call", default=None)
 _MISSING = object()
+_NO_BODY = object()
 
 
 class _Runtime:
@@ -302,6 +306,7 @@ class _Call:
         "helper",
         "proxied",
         "pending_attrs",
+        "body",
     )
 
     def __init__(self, tracker: CallTracker, mode: int, entry_span: Any, entry_ctx: Any, raw_mode: str | None) -> None:
@@ -316,6 +321,7 @@ class _Call:
         self.helper = False
         self.proxied = False
         self.pending_attrs: dict[str, Any] | None = None
+        self.body: Any = _NO_BODY  # a returned Message, read into the record by the finisher
 
     @classmethod
     def start(cls, client: Any, kwargs: dict[str, Any], api: str, method: str, force_stream: bool = False) -> "_Call":
@@ -387,7 +393,8 @@ class _Call:
                 tracker.span = current
                 tracker.own_span = False
                 self.mode = _SDK
-                attrs = {k: v for k, v in tracker._start_attributes().items() if k not in _SDK_OWNED}
+                # the SDK's span already carries every sampling-relevant start attribute
+                attrs = {k: v for k, v in tracker._split_start_attributes()[1].items() if k not in _SDK_OWNED}
                 attrs[sc.WA_USAGE_SOURCE] = "missing"  # overwritten once usage arrives
                 if tracker.record.stream:
                     current.set_attributes(attrs)  # a stream may be dropped before any event
@@ -413,26 +420,37 @@ class _Call:
         self.mode = _OWN
         _set_ids(record, span)
 
-    def enrich(self, stream_state: str | None = None) -> None:
-        """Write what we know now onto the SDK's span (it may end before our call finishes)."""
+    def enrich(self, stream_state: str | None = None, facts: MessageFacts | None = None) -> None:
+        """Write what we know now onto the SDK's span (it may end before our call finishes).
+
+        ``facts``: what a returned Message will put in the record once the finisher reads it
+        (non-stream calls), used instead of the record's fields.
+        """
         if self.mode != _SDK:
             return
         span = self.tracker.span
         if not span.is_recording():
             return
         record = self.tracker.record
+        reasons, source, cache_write = record.finish_reasons, record.usage_source, record.input_cache_write_tokens
+        if facts is not None:
+            if facts.finish_reasons is not None:
+                reasons = facts.finish_reasons
+            source = facts.usage_source
+            if facts.cache_write is not UNCHANGED:
+                cache_write = facts.cache_write
         attrs = self.pending_attrs or {}
         self.pending_attrs = None
         attrs[sc.WA_ATTEMPTS] = record.attempt_count
-        attrs[sc.WA_USAGE_SOURCE] = record.usage_source
-        if record.finish_reasons:
-            attrs[sc.RESPONSE_FINISH_REASONS] = [r if r is not None else "error" for r in record.finish_reasons]
-            category = finish_category(record.finish_reasons, refused=self.refused)
+        attrs[sc.WA_USAGE_SOURCE] = source
+        if reasons:
+            attrs[sc.RESPONSE_FINISH_REASONS] = [r if r is not None else "error" for r in reasons]
+            category = finish_category(reasons, refused=self.refused)
             if category:
                 attrs[sc.WA_FINISH_CATEGORY] = category
-        if record.input_cache_write_tokens is not None:
-            attrs[sc.USAGE_CACHE_CREATION] = record.input_cache_write_tokens
-            attrs[sc.USAGE_CACHE_WRITE] = record.input_cache_write_tokens
+        if cache_write is not None:
+            attrs[sc.USAGE_CACHE_CREATION] = cache_write
+            attrs[sc.USAGE_CACHE_WRITE] = cache_write
         if stream_state is not None:
             attrs[sc.WA_STREAM_STATE] = stream_state
         failed = [a.status_code or 0 for a in record.attempts if a.error_type or (a.status_code or 0) >= 400]
@@ -485,11 +503,18 @@ class _Call:
         return not callable(getattr(getattr(request, "options", None), "post_parser", None))
 
     def take_body(self, data: Any) -> None:
-        """The final body of a non-stream call, for a span the SDK ends before create() returns."""
+        """The final body of a non-stream call, for a span the SDK ends before create() returns.
+
+        Only what the span needs is read now; the finisher reads the whole body into the record.
+        """
         if data is not None:
-            self.refused = apply_message(self.tracker.record, data)
+            facts = message_facts(data)
+            self.refused = facts.refused
+            self.body = data
             self.filled = True
-        self.enrich()
+            self.enrich(facts=facts)
+        else:
+            self.enrich()
 
     # -- outcomes ---------------------------------------------------------------------------
     def returned(self, result: Any, sync: bool) -> Any:
@@ -504,7 +529,7 @@ class _Call:
             if not sync and isinstance(result, _rt.async_stream):
                 return self.proxy(result, False)
             if not self.filled:
-                self.refused = apply_message(self.tracker.record, result)
+                self.body = result  # read by the finisher (the SDK's Message is immutable in practice)
                 self.filled = True
             self.finish(None)
             return result
@@ -565,9 +590,21 @@ class _Call:
             self.resolve_span(in_attempt=False)
         if record.status_code is None and record.attempts:
             record.status_code = record.attempts[-1].status_code
+        tracker.finish(error, refused=self.refused, fill=self._fill)
+
+    def _fill(self) -> bool:
+        """Finisher side: read a returned Message into the record; returns ``refused``."""
+        record = self.tracker.record
+        body, self.body = self.body, _NO_BODY
+        if body is not _NO_BODY:
+            try:
+                self.refused = apply_message(record, body)
+            except Exception as exc:
+                record.gaps.append(f"instrumentation error while recording the result: {type(exc).__name__}")
+                internal_error("anthropic.result", exc)
         if len(record.gaps) > 1:
             record.gaps = list(dict.fromkeys(record.gaps))
-        tracker.finish(error, refused=self.refused)
+        return self.refused
 
     def _salvage(self, exc: BaseException) -> None:
         try:

@@ -53,6 +53,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("auto_migrate", "WASTEAUDIT_AUTO_MIGRATE", True, "bool", "Upgrade the schema on first use (under a lock); off for teams that run `wasteaudit db upgrade`."),
     Option("storage", "WASTEAUDIT_STORAGE", True, "bool", "Write records to the database (off: spans and in-memory sinks only)."),
     Option(
+        "finish_in_background",
+        "WASTEAUDIT_FINISH_IN_BACKGROUND",
+        True,
+        "bool",
+        "Finish calls (span end attributes, span end with the call's own end time, record hand-off) on a background thread; off: on the calling thread, so a call's span has ended when the SDK call returns.",
+    ),
+    Option(
         "openai_stream_usage",
         "WASTEAUDIT_OPENAI_STREAM_USAGE",
         True,
@@ -155,6 +162,7 @@ class Settings:
     flush_interval: float = 0.5
     auto_migrate: bool = True
     storage: bool = True
+    finish_in_background: bool = True
     openai_stream_usage: bool = True
     stream_usage_hosts: tuple[str, ...] = ("api.openai.com", ".openai.azure.com", "127.0.0.1", "localhost")
     price_overrides: dict[str, dict[str, float]] | None = None

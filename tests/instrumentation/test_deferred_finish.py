@@ -309,3 +309,21 @@ def test_calls_from_many_threads_are_all_finished_without_a_reader_draining():
         t.join()
     assert _wait(lambda: len(done) == 800, timeout=10.0), len(done)
     assert sorted(done) == sorted(k * 1000 + i for k in range(4) for i in range(200))
+
+
+def test_finish_in_background_off_finishes_on_the_calling_thread_and_ends_the_span_before_returning(oai, llm_server, records, spans, noting):
+    from wasteaudit import config
+
+    previous = config.get_settings()
+    config.set_settings(config.replace(previous, finish_in_background=False))
+    try:
+        llm_server.enqueue(Reply(json=ob.chat_completion("Now", prompt_tokens=3, completion_tokens=1)))
+        _chat(oai())
+        # delivered before the SDK call returned, without any reader draining
+        assert noting.threads == [threading.current_thread().name] and noting.complete == [True]
+        assert not deferred.pending()
+    finally:
+        config.set_settings(previous)
+    (span,) = spans.spans
+    assert span.end_time is not None and span.attributes["gen_ai.usage.output_tokens"] == 1
+    assert only_call(records).output_tokens == 1

@@ -58,7 +58,7 @@ def remove_sink(sink: Sink) -> None:
 
 def can_defer() -> bool:
     """Whether a finished call may be completed and delivered on the finisher thread."""
-    return _sinks_deferrable and deferred.enabled()
+    return _sinks_deferrable and deferred.enabled() and get_settings().finish_in_background
 
 
 def drain(timeout: float | None = None) -> bool:

@@ -293,6 +293,20 @@ class WasteRow:
     day: str | None = None
 
 
+def run_sum_columns(call_waste: Any) -> list[Any]:
+    """A run's call sums per model (t, n, c, n_priced, n_scored, w): one definition for the run pass
+    over the base tables and for the run rollups, so both add up exactly the same figures."""
+    c = calls.c
+    return [
+        cast(func.sum(c.output_tokens), BigInteger).label("t"),
+        func.count().label("n"),
+        func.sum(c.cost_usd).label("c"),
+        func.count(c.cost_usd).label("n_priced"),
+        func.count(c.scored_version).label("n_scored"),
+        cast(func.sum(func.coalesce(call_waste, 0)), BigInteger).label("w"),
+    ]
+
+
 def _waste_columns() -> list[Any]:
     f = findings.c
     return [
@@ -477,12 +491,7 @@ def run_rows(
             provider,
             request_model,
             response_model,
-            cast(func.sum(c.output_tokens), BigInteger).label("t"),
-            func.count().label("n"),
-            func.sum(c.cost_usd).label("c"),
-            func.count(c.cost_usd).label("n_priced"),
-            func.count(c.scored_version).label("n_scored"),
-            cast(func.sum(func.coalesce(call_waste, 0)), BigInteger).label("w"),
+            *run_sum_columns(call_waste),
         )
         .select_from(source)
         .where(in_span)

@@ -31,7 +31,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Date, Float, and_, case, cast, delete, func, insert, literal, or_, select, text
+from sqlalchemy import Date, Float, and_, case, cast, delete, func, insert, literal, or_, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from wasteaudit.report import metrics
@@ -134,12 +134,7 @@ def _recompute(conn: Connection, first: date, last: date) -> None:
             c.provider.label("provider"),
             c.request_model.label("request_model"),
             c.response_model.label("response_model"),
-            cast(func.sum(c.output_tokens), BigInteger).label("t"),
-            func.count().label("n"),
-            func.sum(c.cost_usd).label("c"),
-            func.count(c.cost_usd).label("n_priced"),
-            func.count(c.scored_version).label("n_scored"),
-            cast(func.sum(func.coalesce(call_waste, 0)), BigInteger).label("w"),
+            *metrics.run_sum_columns(call_waste),
         )
         .where(where, c.run_id.is_not(None))
         .group_by(day, c.run_id, c.provider, c.request_model, c.response_model)

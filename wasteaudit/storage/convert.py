@@ -25,7 +25,6 @@ __all__ = (
     "ATTEMPT_COLUMNS",
     "run_row",
     "call_values",
-    "call_rows",
     "score_row",
     "clean_text",
     "clean_json",
@@ -345,14 +344,6 @@ def call_values(
         for attempt in record.attempts
     ]
     return row, attempts
-
-
-def call_rows(
-    record: CallRecord, cost_usd: float | None, price_version: str | None, priced: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The ``wasteaudit_calls`` row and the ``wasteaudit_attempts`` rows for one call, keyed by column."""
-    row, attempts = call_values(record, cost_usd, price_version, priced)
-    return dict(zip(CALL_COLUMNS, row)), [dict(zip(ATTEMPT_COLUMNS, attempt)) for attempt in attempts]
 
 
 def run_row(record: RunRecord) -> dict[str, Any]:

@@ -597,32 +597,36 @@ class Writer:
         statements = self._statements
         assert statements is not None
         state = self._state_row(len(units) + invalid)
+        tables = (
+            (statements.upsert_run, list(runs.values())),
+            (statements.insert_call, calls),
+            (statements.insert_attempt, attempts),
+            (statements.insert_score, scores),
+        )
         if bulk and calls and statements.copy:
             try:
-                with engine.begin() as connection:
-                    if runs:
-                        connection.exec_driver_sql(statements.upsert_run.sql, list(runs.values()))
-                    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                    try:
-                        _copy(cursor, statements.insert_call, calls)
-                        if attempts:
-                            _copy(cursor, statements.insert_attempt, attempts)
-                    finally:
-                        cursor.close()
-                    if scores:
-                        connection.exec_driver_sql(statements.insert_score.sql, scores)
-                    connection.exec_driver_sql(statements.upsert_state.sql, [state])
+                self._write_tables(engine, tables, state, copy=True)
                 return
             except Exception:  # written again below; that attempt's error (if any) is the one classified
                 self._bulk_retries += 1
+        self._write_tables(engine, tables, state, copy=False)
+
+    def _write_tables(self, engine: Engine, tables: Any, state: Any, *, copy: bool) -> None:
+        """One transaction: each table's rows (with COPY where ``copy`` and the statement has
+        column-ordered rows: calls and attempts), then this writer's state row."""
+        statements = self._statements
+        assert statements is not None
         with engine.begin() as connection:
-            for compiled, rows in (
-                (statements.upsert_run, list(runs.values())),
-                (statements.insert_call, calls),
-                (statements.insert_attempt, attempts),
-                (statements.insert_score, scores),
-            ):
-                if rows:
+            for compiled, rows in tables:
+                if not rows:
+                    continue
+                if copy and compiled.columns is not None:
+                    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                    try:
+                        _copy(cursor, compiled, rows)
+                    finally:
+                        cursor.close()
+                else:
                     connection.exec_driver_sql(compiled.sql, compiled.params(rows))
             connection.exec_driver_sql(statements.upsert_state.sql, [state])
 

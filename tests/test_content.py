@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from wasteaudit._internal.content import REDACTED, apply_content_policy, scrub
@@ -143,3 +145,52 @@ def test_words_that_only_resemble_secrets_are_kept(text):
 def test_each_kind_of_secret_is_found_past_the_cheap_checks(secret):
     cleaned = scrub(f"Long enough prose before it, then {secret} and after.")
     assert REDACTED in cleaned and secret not in cleaned
+
+
+def _run_record(**fields):
+    from wasteaudit.records import RunRecord
+
+    return RunRecord(id="r1", name="task", started_at=0.0, **fields)
+
+
+def test_run_values_follow_the_mode_and_json_access_records_keep_no_text():
+    from wasteaudit._internal.content import apply_run_policy
+    from wasteaudit.scoring.jsonuse import JSON_ACCESS_PREFIX
+
+    access = JSON_ACCESS_PREFIX + '{"v":1,"fp":"ab","leaves":[["answer"]],"bulk":[],"overflow":false}'
+    values = {"return_value": f'{{"answer": "line one\\nline two", "key": "{KEY}"}}', "used_values": ["line two", access]}
+
+    full = apply_run_policy(_run_record(**values), settings_from_env({}))
+    assert KEY not in full.return_value and "line one" in full.return_value and full.used_values == ["line two", access]
+
+    hashed = apply_run_policy(_run_record(**values), settings_from_env({}, content_mode="hashed"))
+    digest = json.loads(hashed.return_value)
+    line_two = json.loads(hashed.used_values[0])["lines"][0]
+    assert "line one" not in hashed.return_value and line_two in digest["lines"]  # lines inside the JSON answer are hashed
+    assert len(hashed.used_values) == 1  # the JSON access record names output fields: not kept
+    again = apply_run_policy(hashed, settings_from_env({}, content_mode="hashed"))
+    assert json.loads(again.return_value) == digest  # applied once
+
+    none = apply_run_policy(_run_record(**values), settings_from_env({}, content_mode="none"))
+    assert none.return_value is None and none.used_values == []
+
+    def broken(_: str) -> str:
+        raise RuntimeError("hook bug")
+
+    redacted = apply_run_policy(_run_record(**values), settings_from_env({}, content_mode="redacted", redact=broken))
+    assert redacted.return_value == REDACTED and redacted.used_values == [REDACTED, access]
+
+
+def test_score_raw_values_follow_the_mode():
+    from wasteaudit._internal.content import apply_score_policy
+    from wasteaudit.records import ScoreRecord
+
+    def score(raw):
+        return ScoreRecord(id="s1", run_id="r1", name="judge", value=0.5, raw_value=raw)
+
+    raw = {"rationale": f"good answer, key {KEY}", "score": 7}
+    assert KEY not in str(apply_score_policy(score(dict(raw)), settings_from_env({})).raw_value)
+    hashed = apply_score_policy(score(dict(raw)), settings_from_env({}, content_mode="hashed")).raw_value
+    assert "good answer" not in json.dumps(hashed) and hashed["score"] == 7
+    assert apply_score_policy(score(dict(raw)), settings_from_env({}, content_mode="none")).raw_value is None
+    assert apply_score_policy(score(0.75), settings_from_env({}, content_mode="none")).raw_value == 0.75  # a number is no text

@@ -4,6 +4,7 @@ against the loopback server: one run per request, named by route template, feedb
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -311,3 +312,74 @@ def test_run_span_is_named_by_route_and_parents_the_call_span(app, llm_server, r
     assert call_span.parent is not None and call_span.parent.span_id == run_span.context.span_id
     assert run_span.attributes["wasteaudit.run.name"] == "/users/{user_id}/greeting"
     assert '"http.response.status_code": "200"' in run_span.attributes["wasteaudit.run.tags"]
+
+
+# -- the response body as the run's result ---------------------------------------------------------
+
+
+def _unused_tokens(records: Any) -> int:
+    """Tokens the rules scorer (no embeddings) labels unused for these records' calls."""
+    from wasteaudit.scoring.engine import Scorer
+
+    result = Scorer(embedder=None).score(records.calls, {r.id: r for r in records.runs})
+    return sum(f.tokens for f in result.findings if f.kind == "unused")
+
+
+def test_the_response_body_is_the_runs_result_and_shows_which_output_was_used(oai, aoai, llm_server, records) -> None:
+    answer = "Paris is the capital of France.\nIt lies on the Seine.\nIts population is about two million."
+    app = make_app(oai, aoai)
+    client = oai()
+
+    @app.get("/short")
+    def short() -> dict[str, Any]:  # shows only the first line of the answer
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        return {"answer": (reply.choices[0].message.content or "").splitlines()[0]}
+
+    llm_server.enqueue(Reply(json=ob.chat_completion(answer)), Reply(json=ob.chat_completion(answer)))
+    with TestClient(app) as http:
+        assert http.get("/users/7/greeting").json() == {"user": 7, "text": answer}
+        assert http.get("/short").json() == {"answer": "Paris is the capital of France."}
+    runs = {r.name: r for r in records.runs}
+    full, short_run = runs["/users/{user_id}/greeting"], runs["/short"]
+    assert json.loads(full.return_value) == {"user": 7, "text": answer} and not full.return_truncated
+    assert json.loads(short_run.return_value) == {"answer": "Paris is the capital of France."}
+
+    full_calls = [c for c in records.calls if c.run_id == full.id]
+    short_calls = [c for c in records.calls if c.run_id == short_run.id]
+    records_full = type("R", (), {"calls": full_calls, "runs": [full]})()
+    records_short = type("R", (), {"calls": short_calls, "runs": [short_run]})()
+    assert _unused_tokens(records_full) == 0  # everything the model wrote reached the client
+    assert _unused_tokens(records_short) > 0  # two of its three lines never did
+
+
+def test_a_streamed_body_is_joined_back_into_the_answer(app, llm_server, records) -> None:
+    llm_server.enqueue(Reply(sse=ob.chat_chunks(["Hel", "lo", " there"], include_usage=True)))
+    with TestClient(app) as http:
+        with http.stream("GET", "/stream/news") as response:
+            "".join(response.iter_text())
+    (run,) = records.runs
+    assert json.loads(run.return_value) == {"(text)": "Hello there"}
+
+
+def test_no_result_is_kept_when_capture_is_off_or_the_request_failed(oai, aoai, llm_server, records) -> None:
+    llm_server.enqueue(Reply(json=ob.chat_completion("Hi")), Reply(json=ob.chat_completion("Hi")))
+    with TestClient(make_app(oai, aoai, capture_response=False)) as http:
+        assert http.get("/users/1/greeting").status_code == 200
+    with TestClient(make_app(oai, aoai), raise_server_exceptions=False) as http:
+        assert http.get("/boom/1").status_code == 500
+    assert [r.return_value for r in records.runs] == [None, None]
+
+
+def test_the_result_is_capped_at_max_return_bytes(oai, aoai, llm_server, records) -> None:
+    from wasteaudit import config
+
+    previous = config.get_settings()
+    config.set_settings(config.settings_from_env(max_return_bytes=1024, _explicit=True))
+    try:
+        llm_server.enqueue(Reply(json=ob.chat_completion("word " * 2000)))
+        with TestClient(make_app(oai, aoai)) as http:
+            assert len(http.get("/users/1/greeting").content) > 10_000
+    finally:
+        config.set_settings(previous)
+    (run,) = records.runs
+    assert run.return_truncated and len(run.return_value.encode()) <= 1024

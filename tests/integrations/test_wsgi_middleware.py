@@ -3,6 +3,7 @@ the loopback server: one run per request named by the URL rule, streamed bodies 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 import pytest
@@ -157,3 +158,27 @@ def test_plain_wsgi_app_with_custom_name(oai, llm_server, records) -> None:
     assert response.status_code == 201 and response.get_data() == b"made"
     (run,) = records.runs
     assert run.name == "plain POST" and run.tags["http.response.status_code"] == "201"
+
+
+def test_the_response_body_is_the_runs_result(app, llm_server, records) -> None:
+    """Built (Flask's list body) and streamed bodies: the run keeps what the client received."""
+    llm_server.enqueue(
+        Reply(json=ob.chat_completion("Hi user")),
+        Reply(sse=ob.chat_chunks(["Hel", "lo"], include_usage=True)),
+        Reply(json=ob.chat_completion("plain words")),
+    )
+    client = app.test_client()
+    assert client.get("/users/3/greeting").get_json() == {"user": 3, "text": "Hi user"}
+    assert client.get("/stream/x").get_data(as_text=True) == "data: Hel\n\ndata: lo\n\n"
+    assert client.get("/plain-stream").get_data(as_text=True) == "plain words"
+    results = {r.name: r.return_value for r in records.runs}
+    assert json.loads(results["/users/<int:user_id>/greeting"]) == {"user": 3, "text": "Hi user"}
+    assert json.loads(results["/stream/<topic>"]) == {"(text)": "Hello"}
+    assert results["/plain-stream"] == "plain words"
+
+
+def test_no_result_is_kept_when_capture_is_off(oai, llm_server, records) -> None:
+    llm_server.enqueue(Reply(json=ob.chat_completion("Hi")))
+    assert make_app(oai, capture_response=False).test_client().get("/users/1/greeting").get_json() == {"user": 1, "text": "Hi"}
+    (run,) = records.runs
+    assert run.return_value is None

@@ -144,3 +144,68 @@ def test_ages_and_evidence_stripping():
     assert stripped == {"reason": "boilerplate opener/closer", "rule": "phrase", "cosine": 0.93, "matching_call_id": "abc",
                         "lines": [1, 2], "nested": {"n": 3, "content_pruned": True}, "content_pruned": True}
     assert strip_evidence(None) is None
+
+
+def test_prune_by_run_or_tag_removes_only_those_runs_and_their_child_runs(db_url, capsys):
+    """An erasure request: one user's runs (by tag) or one run by id lose their text, with the
+    calls of their nested runs; every other row is untouched and the week's figures stay."""
+    records = build_workload(60, start=time.time() - 2 * 86400)
+    runs = [r for r in records if isinstance(r, RunRecord)]
+    assert len(runs) >= 8
+    alice, alice_child, alice_staging, bob, other = runs[0], runs[1], runs[2], runs[3], runs[4]
+    alice.tags = {"user": "alice"}
+    alice_child.parent_id = alice.id  # nested @audit: untagged itself, pruned with its parent
+    alice_child.tags = {"step": "summarise"}
+    alice_staging.tags = {"user": "alice", "env": "staging"}
+    bob.tags = {"user": "bob"}
+    other.tags = {"user": "alice-2"}  # a prefix of the value must not match
+    store(db_url, records)
+    engine = create_engine_for(db_url)
+    calls_of = {run.id: {r.id for r in records if isinstance(r, CallRecord) and r.run_id == run.id} for run in runs}
+    assert all(calls_of[r.id] for r in (alice, alice_child, alice_staging, bob, other))
+    calls0, runs0, scores0 = (_rows(engine, t) for t in (calls_t, runs_t, scores_t))
+    since = datetime.fromtimestamp(records[0].started_at - 86400, timezone.utc).date().isoformat()
+    until = (datetime.now(timezone.utc).date() + timedelta(days=1)).isoformat()
+    report0 = build_report(db_url, since=since, until=until)
+
+    # both tags must match: only the staging run
+    assert main(["--database-url", db_url, "db", "prune", "--tag", "user=alice", "--tag", "env=staging", "--dry-run"]) == 0
+    assert f"would prune content tagged user=alice, tagged env=staging: {len(calls_of[alice_staging.id])} calls, 1 runs" in capsys.readouterr().out
+
+    assert main(["--database-url", db_url, "db", "prune", "--tag", "user=alice"]) == 0
+    expected_runs = {alice.id, alice_child.id, alice_staging.id}
+    expected_calls = set().union(*(calls_of[r] for r in expected_runs))
+    out = capsys.readouterr().out
+    assert f"pruned content tagged user=alice: {len(expected_calls)} calls, {len(expected_runs)} runs" in out
+
+    assert main(["--database-url", db_url, "db", "prune", "--run", bob.id, "--older-than", "30d"]) == 0  # bob's run is 2 days old
+    assert ": 0 calls, 0 runs" in capsys.readouterr().out
+    assert main(["--database-url", db_url, "db", "prune", "--run", bob.id]) == 0
+    assert f": {len(calls_of[bob.id])} calls, 1 runs" in capsys.readouterr().out
+    expected_runs.add(bob.id)
+    expected_calls |= calls_of[bob.id]
+
+    calls1, runs1, scores1 = (_rows(engine, t) for t in (calls_t, runs_t, scores_t))
+    for cid, row in calls1.items():
+        if cid in expected_calls:
+            assert row["content_mode"] == PRUNED and row["input_messages"] is None and row["choices"] is None
+            assert row["output_tokens"] == calls0[cid]["output_tokens"] and row["cost_usd"] == calls0[cid]["cost_usd"]
+        else:
+            assert row == calls0[cid]
+    for rid, run in runs1.items():
+        if rid in expected_runs:
+            assert run["return_value"] in ("", None) and run["used_values"] is None and run["tags"] == runs0[rid]["tags"]
+        else:
+            assert run == runs0[rid]
+    for sid, score in scores1.items():
+        assert score == scores0[sid] if score["run_id"] not in expected_runs else score["raw_value"] is None
+    assert _comparable(build_report(db_url, since=since, until=until)) == _comparable(report0)
+
+
+def test_prune_refuses_to_run_without_a_selector(db_url, capsys):
+    assert main(["--database-url", db_url, "db", "prune"]) == 2  # usage
+    assert "needs --older-than" in capsys.readouterr().err
+    assert main(["--database-url", db_url, "db", "prune", "--tag", "user"]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        prune_content(db_url)

@@ -365,3 +365,67 @@ def test_sql_is_never_formatted_from_values() -> None:
                 found.add((str(path.relative_to(REPO)), ast.get_source_segment(source, node) or ""))
     assert found - SQL_FORMAT_ALLOWED == set()
     assert SQL_FORMAT_ALLOWED <= found  # the allow-list stays current
+
+
+# -- what a run returned and marked used ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["full", "redacted", "hashed", "none"])
+def test_what_a_run_returned_or_marked_used_follows_the_content_mode(mode: str, tmp_path: Path, server: LocalLLMServer, instrumented: None) -> None:
+    """The return value, ``mark_used`` texts and feedback text hold model output: they are
+    scrubbed, redacted, line-hashed or dropped like the call's own content. Hashed mode still
+    sees which output lines the app returned."""
+    from sqlalchemy import select
+
+    from wasteaudit.records import ScoreRecord, new_id
+    from wasteaudit.scoring.engine import Scorer
+    from wasteaudit.scoring.runner import score_pending
+    from wasteaudit.storage.engine import create_engine_for
+    from wasteaudit.storage.models import FindingRow
+
+    db_path = tmp_path / "runs.db"
+    previous = config.get_settings()
+    answer = f"{OUTPUT_MARK} first line\nsecond line of the answer\nthird line nobody reads"
+    client = openai.OpenAI(api_key="sk-test", base_url=server.openai_base_url, max_retries=0, http_client=OPENAI_HTTP.Client())
+
+    @wasteaudit.audit
+    def task() -> dict[str, str]:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        lines = (reply.choices[0].message.content or "").splitlines()
+        wasteaudit.mark_used(f"{lines[1]} (key {CANARY})")
+        # a judge's score keeps its rationale (model text) as the raw value, as wasteaudit.judge does
+        pipeline.emit(ScoreRecord(id=new_id(), run_id=wasteaudit.current_run_id() or "", name="feedback", value=0.9,
+                                  source="judge:gpt-4o-mini", raw_value={"rationale": f"liked {OUTPUT_MARK}", "key": CANARY, "score": 9}))
+        return {"shown": f"{lines[0]}\n{lines[1]}", "debug": f"api_key={CANARY}"}
+
+    try:
+        _settings(db_path, mode)
+        server.enqueue(Reply(json=ob.chat_completion(answer)))
+        task()
+        assert pipeline.flush(timeout=10)
+    finally:
+        pipeline.reset_writer()
+        config.set_settings(previous)
+
+    stored = _db_bytes(db_path)
+    assert _scan(stored, _needles()) == []  # the key, in every mode
+    with sqlite3.connect(db_path) as conn:
+        (returned, used), = conn.execute("SELECT return_value, used_values FROM wasteaudit_runs").fetchall()
+        (raw,), = conn.execute("SELECT raw_value FROM wasteaudit_scores WHERE name = 'feedback'").fetchall()
+    if mode == "full":
+        assert OUTPUT_MARK in returned and "second line" in used and OUTPUT_MARK in raw and "[REDACTED]" in returned
+    elif mode == "redacted":
+        assert OUTPUT_MARK.encode() not in stored and HOOK_MARK in returned and HOOK_MARK in raw
+    elif mode == "hashed":
+        assert OUTPUT_MARK.encode() not in stored and "second line".encode() not in stored
+        assert json.loads(returned)["lines"] and json.loads(json.loads(used)[0])["lines"]
+    else:
+        assert OUTPUT_MARK.encode() not in stored and "second line".encode() not in stored
+        assert returned is None and used is None and raw is None
+
+    if mode in ("full", "hashed"):
+        # The returned lines are found (by text, or by line hash); only the third line is unused.
+        assert score_pending(f"sqlite:///{db_path}", scorer=Scorer(embedder=None)) == 1
+        with create_engine_for(f"sqlite:///{db_path}").connect() as conn:
+            findings = conn.execute(select(FindingRow.subkind, FindingRow.tokens).where(FindingRow.kind == "unused")).all()
+        assert findings and all(0 < tokens < 20 for _, tokens in findings), findings

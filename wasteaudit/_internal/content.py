@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wasteaudit.config import Settings
-    from wasteaudit.records import CallRecord
+    from wasteaudit.records import CallRecord, RunRecord, ScoreRecord
 
 # Credentials that must never reach storage, logs or spans, whatever the mode.
 _SECRET_PATTERNS = re.compile(
@@ -200,4 +201,96 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
     if record.content_truncated and "content truncated at max_output_bytes" not in record.gaps:
         record.gaps.append("content truncated at max_output_bytes")
     record.policy_applied = True
+    return record
+
+
+def _leaf_texts(text: str) -> list[str]:
+    """A captured value as the texts the scorer compares outputs with: the strings inside it when
+    it is JSON (as the scorer reads it, ``scoring.context``), else itself."""
+    stripped = text.strip()
+    if stripped[:1] in ("{", "[", '"'):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return [text]
+        leaves: list[str] = []
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                leaves.append(item)
+            elif isinstance(item, dict):
+                stack.extend(reversed(list(item.values())))
+            elif isinstance(item, list):
+                stack.extend(reversed(item))
+        return [text] + leaves if leaves else [text]
+    return [text]
+
+
+def _is_hashed_text(text: str) -> bool:
+    return text.startswith('{"sha"')
+
+
+def _use_text_policy(settings: "Settings") -> Any:
+    """``text -> stored text or None`` for what an app returned or marked used, per content mode."""
+    mode, redact, key = settings.content_mode, settings.redact, settings.hash_key
+
+    def apply(text: str) -> str | None:
+        if mode == "none":
+            return None
+        if mode == "hashed":
+            if _is_hashed_text(text):
+                return text  # already applied
+            # Line hashes of the value and of the strings inside it: an output line the app
+            # returned inside a JSON answer is still found (``scoring.unused`` by line hash).
+            return json.dumps(hash_segments("\n".join(_leaf_texts(scrub(text))), key), separators=(",", ":"))
+        clean = scrub(text)
+        if mode == "redacted" and redact is not None:
+            try:
+                clean = scrub(str(redact(clean)))
+            except Exception:
+                clean = REDACTED
+        return clean
+
+    return apply
+
+
+def apply_run_policy(record: "RunRecord", settings: "Settings") -> "RunRecord":
+    """Filter what a run returned and marked used, in place, as the call content of its mode is:
+    scrubbed in every mode, redacted by the hook, line-hashed, or dropped (``none``)."""
+    from wasteaudit.scoring.jsonuse import JSON_ACCESS_PREFIX
+
+    text_fn = _use_text_policy(settings)
+    if record.return_value is not None:
+        record.return_value = text_fn(record.return_value)
+    if record.used_values:
+        kept: list[str] = []
+        for value in record.used_values:
+            if not isinstance(value, str):
+                continue
+            if value.startswith(JSON_ACCESS_PREFIX):
+                if settings.content_mode in ("full", "redacted"):
+                    kept.append(value)  # key paths of the model's JSON output the app read, no text
+                continue
+            stored = text_fn(value)
+            if stored is not None:
+                kept.append(stored)
+        record.used_values = kept
+    return record
+
+
+def apply_score_policy(record: "ScoreRecord", settings: "Settings") -> "ScoreRecord":
+    """Filter a score's raw value (feedback text, a judge's rationale) like call content."""
+    raw = record.raw_value
+    if raw is None or isinstance(raw, (bool, int, float)):
+        return record
+    mode, key = settings.content_mode, settings.hash_key
+    if mode == "none":
+        record.raw_value = None
+        return record
+    text_fn = _use_text_policy(settings)
+    if mode == "hashed":
+        record.raw_value = _filtered(raw, lambda text: hash_segments(scrub(text), key))
+    else:
+        record.raw_value = _filtered(raw, text_fn)
     return record

@@ -27,8 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
     db_sub.add_parser("upgrade", help="create or upgrade wasteaudit's tables (wasteaudit_*) to this version")
     db_sub.add_parser("current", help="print the schema revision of the database")
-    prune = db_sub.add_parser("prune", help="delete the content (messages, outputs) of old calls; keep tokens, cost and findings")
-    prune.add_argument("--older-than", required=True, metavar="AGE", help="age such as 90d, 12w or 36h")
+    prune = db_sub.add_parser(
+        "prune",
+        help="delete the content (messages, outputs) of old calls or of chosen runs; keep tokens, cost and findings",
+        description="Every selector given must hold. At least one of --older-than, --run, --tag is required.",
+    )
+    prune.add_argument("--older-than", metavar="AGE", help="age such as 90d, 12w or 36h")
+    prune.add_argument("--run", action="append", metavar="RUN_ID", help="a run (and its child runs); repeat for several")
+    prune.add_argument("--tag", action="append", metavar="KEY=VALUE", help="runs carrying this tag (and their child runs); repeat: all must match")
     prune.add_argument("--dry-run", action="store_true", help="count what would be pruned, change nothing")
     prune.add_argument("--batch-size", type=int, default=1000, help="rows per transaction (default 1000)")
 

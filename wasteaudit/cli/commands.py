@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -12,8 +13,6 @@ from wasteaudit.exceptions import ConfigError, StorageError
 
 
 def _console() -> Any:
-    import sys
-
     from rich.console import Console
 
     # Piped output (CI logs, files) gets a readable width instead of rich's 80-column default.
@@ -52,14 +51,21 @@ def db(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    from wasteaudit.storage.retention import parse_age, prune_content
+    from wasteaudit.storage.retention import parse_age, parse_tags, prune_content
 
-    age = parse_age(args.older_than)
+    age = parse_age(args.older_than) if args.older_than is not None else None
+    tags = parse_tags(args.tag)
+    if age is None and not args.run and not tags:  # a usage error, like a missing argument
+        print("wasteaudit db prune: needs --older-than AGE, --run RUN_ID or --tag KEY=VALUE", file=sys.stderr)
+        return 2
     engine = _open(args)
-    result = prune_content(engine, age, batch_size=args.batch_size, dry_run=args.dry_run)
+    result = prune_content(engine, age, run_ids=args.run, tags=tags, batch_size=args.batch_size, dry_run=args.dry_run)
     verb = "would prune" if result.dry_run else "pruned"
+    chosen = [f"older than {result.cutoff.isoformat(timespec='seconds')}"] if result.cutoff is not None else []
+    chosen += [f"of run {run_id}" for run_id in args.run or ()]
+    chosen += [f"tagged {key}={value}" for key, value in tags.items()]
     print(
-        f"{verb} content older than {result.cutoff.isoformat(timespec='seconds')}: {result.calls} calls, "
+        f"{verb} content {', '.join(chosen)}: {result.calls} calls, "
         f"{result.runs} runs, {result.findings} findings' evidence, {result.scores} scores' raw values"
         + ("" if result.dry_run else f" ({result.batches} batches); tokens, cost and findings kept")
     )

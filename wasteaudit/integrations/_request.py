@@ -15,6 +15,8 @@ from typing import Callable, Mapping
 from wasteaudit._internal import clock, pipeline
 from wasteaudit._internal.runs import RunState, _current, materialize, resolve_name, to_record
 from wasteaudit._internal.safety import internal_error
+from wasteaudit.config import get_settings
+from wasteaudit.integrations._response_body import ResponseCapture
 
 #: Tag keys (OpenTelemetry HTTP semantic-convention names), e.g. ``report --by tag:http.response.status_code``.
 METHOD_TAG = "http.request.method"
@@ -40,6 +42,16 @@ def clean_header(name: str | None) -> str | None:
     return name.lower()
 
 
+def response_capture() -> ResponseCapture | None:
+    """A capture for a recorded request's body, unless the settings keep no results.
+
+    Made at the first body chunk sent after the run's first LLM call (or score): requests that
+    make none never pay for it.
+    """
+    settings = get_settings()
+    return ResponseCapture(settings.max_return_bytes) if settings.capture_return else None
+
+
 def open_run(static_tags: dict[str, str], namer: Callable[[], str | None]) -> tuple[RunState, object]:
     """Start a pending run (nothing recorded yet) and make it current; returns it and the reset token."""
     run = RunState(name=NO_ROUTE, tags=static_tags, parent=_current.get(), started_at=clock.now(), capture_return=False, namer=namer)
@@ -54,11 +66,13 @@ def close_run(
     exc: BaseException | None,
     ended_at: float | None,
     record_all: bool,
+    response: ResponseCapture | None = None,
 ) -> None:
     """Record the run if it was used (or ``record_all``); fail-open.
 
     ``ended_at``: when the last body chunk left (None: now). A 5xx response or an exception
     makes the run ``failed`` (quality 0 in reports); 4xx responses are the client's error, not the run's.
+    ``response``: the body sent, the run's result (kept like ``@audit``'s return value) when it did not fail.
     """
     if not run.materialized:
         if not record_all:
@@ -76,7 +90,8 @@ def close_run(
             run.tags[STATUS_TAG] = str(status)
         failed = exc is not None or (status is not None and status >= 500)
         error_type = type(exc).__name__ if exc is not None else (f"HTTP {status}" if failed else None)
-        record = to_record(run, status="failed" if failed else "ok", error_type=error_type, return_value=None, truncated=False, validation=None)
+        result, truncated = response.value() if response is not None and not failed else (None, False)
+        record = to_record(run, status="failed" if failed else "ok", error_type=error_type, return_value=result, truncated=truncated, validation=None)
         if ended_at is not None:
             record.ended_at = ended_at
         from wasteaudit._internal import tracing

@@ -24,8 +24,10 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Mapping, MutableMapping
 
 from wasteaudit._internal import clock
+from wasteaudit._internal.safety import internal_error
 from wasteaudit._internal.runs import RunState, _current
-from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run
+from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run, response_capture
+from wasteaudit.integrations._response_body import ResponseCapture
 
 __all__ = ("WasteAuditMiddleware", "route_template", "NO_ROUTE", "RUN_ID_KEY")
 
@@ -56,7 +58,7 @@ def route_template(scope: Mapping[str, Any], root_path: str = "") -> str | None:
 class _Exchange:
     """Per-request state: the run, the status, when the body ended; wraps ``send``."""
 
-    __slots__ = ("middleware", "scope", "root_path", "downstream", "run", "status", "ended_at")
+    __slots__ = ("middleware", "scope", "root_path", "downstream", "run", "status", "ended_at", "headers", "capture")
 
     def __init__(self, middleware: "WasteAuditMiddleware", scope: Scope, downstream: Send) -> None:
         self.middleware = middleware
@@ -66,6 +68,8 @@ class _Exchange:
         self.status: int | None = None
         self.ended_at: float | None = None
         self.run: RunState | None = None
+        self.headers: Any = ()
+        self.capture: ResponseCapture | None = None
 
     def name(self) -> str | None:
         namer = self.middleware.run_name
@@ -77,15 +81,35 @@ class _Exchange:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message.get("status")
+            self.headers = message.get("headers") or ()
             header = self.middleware.header
             if header is not None and self.run is not None:
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), (header, self.run.id.encode("ascii"))]
-        elif kind == "http.response.body" and not message.get("more_body", False) and self.ended_at is None:
+        elif kind == "http.response.body":
             run = self.run
-            if run is not None and (run.materialized or self.middleware.record_all):  # else nothing will be recorded
-                self.ended_at = clock.now()
+            if run is not None and run.materialized and self.middleware.capture_response:
+                body = message.get("body")
+                if body:
+                    self.keep(body)
+            if not message.get("more_body", False) and self.ended_at is None:
+                run = self.run
+                if run is not None and (run.materialized or self.middleware.record_all):  # else nothing will be recorded
+                    self.ended_at = clock.now()
         await self.downstream(message)
+
+    def keep(self, body: bytes) -> None:
+        """Keep a body chunk as part of the run's result (only once the run is recorded)."""
+        try:
+            capture = self.capture
+            if capture is None:
+                capture = self.capture = response_capture()
+                if capture is None:
+                    return
+                capture.headers = self.headers
+            capture.add(body)
+        except Exception as error:  # never the app's problem
+            internal_error("request.capture", error)
 
 
 class WasteAuditMiddleware:
@@ -100,6 +124,10 @@ class WasteAuditMiddleware:
         run_name: ``scope -> name`` for apps whose router does not set ``scope["route"]``
             (return None to keep the default).
         tags: static tags put on every recorded run (``{"service": "support-api"}``).
+        capture_response: keep the response body (up to ``max_return_bytes``) as the run's
+            result, as ``@audit`` keeps a return value, so the scorer can tell which LLM output
+            reached the client (``unused`` waste); the content mode applies to it. Also off
+            when the ``capture_return`` setting is.
     """
 
     def __init__(
@@ -110,8 +138,10 @@ class WasteAuditMiddleware:
         record_all_requests: bool = False,
         run_name: Callable[[Mapping[str, Any]], str | None] | None = None,
         tags: Mapping[str, str] | None = None,
+        capture_response: bool = True,
     ) -> None:
         self.app = app
+        self.capture_response = capture_response
         header = clean_header(run_id_header)
         self.header: bytes | None = header.encode("ascii") if header else None
         self.record_all = record_all_requests
@@ -135,7 +165,7 @@ class WasteAuditMiddleware:
             raise
         _reset(token, run)
         if run.materialized or self.record_all:
-            close_run(run, method=scope.get("method", ""), status=exchange.status, exc=None, ended_at=exchange.ended_at, record_all=self.record_all)
+            close_run(run, method=scope.get("method", ""), status=exchange.status, exc=None, ended_at=exchange.ended_at, record_all=self.record_all, response=exchange.capture)
         run.namer = None  # break the run <-> exchange cycle: freed by refcounting, not the cyclic GC
 
 

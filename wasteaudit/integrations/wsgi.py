@@ -22,8 +22,10 @@ from contextvars import Context, copy_context
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from wasteaudit._internal import clock
+from wasteaudit._internal.safety import internal_error
 from wasteaudit._internal.runs import RunState, _current, resolve_name
-from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run
+from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run, response_capture
+from wasteaudit.integrations._response_body import ResponseCapture
 
 __all__ = ("WasteAuditWSGIMiddleware", "werkzeug_rule", "NO_ROUTE", "RUN_ID_KEY")
 
@@ -43,7 +45,7 @@ def werkzeug_rule(environ: Mapping[str, Any]) -> str | None:
 class _Exchange:
     """Per-request state: the run, the status, the body's end; wraps ``start_response``."""
 
-    __slots__ = ("middleware", "environ", "downstream", "run", "status", "ended_at", "finished")
+    __slots__ = ("middleware", "environ", "downstream", "run", "status", "ended_at", "finished", "headers", "capture")
 
     def __init__(self, middleware: "WasteAuditWSGIMiddleware", environ: Environ, downstream: StartResponse) -> None:
         self.middleware = middleware
@@ -53,6 +55,8 @@ class _Exchange:
         self.ended_at: float | None = None
         self.finished = False
         self.run: RunState | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.capture: ResponseCapture | None = None
 
     def name(self) -> str | None:
         namer = self.middleware.run_name
@@ -62,6 +66,7 @@ class _Exchange:
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         self.status = status
+        self.headers = headers
         run = self.run
         if run is not None:
             # Flask forgets its request once the app returns: take the route name while it is known.
@@ -72,6 +77,21 @@ class _Exchange:
         if exc_info is None:
             return self.downstream(status, headers)
         return self.downstream(status, headers, exc_info)
+
+    def keep(self, chunk: bytes) -> None:
+        """Keep a body chunk as part of the run's result (only once the run is recorded)."""
+        if not chunk or not self.middleware.capture_response:
+            return
+        try:
+            capture = self.capture
+            if capture is None:
+                capture = self.capture = response_capture()
+                if capture is None:
+                    return
+                capture.headers = self.headers
+            capture.add(chunk)
+        except Exception as error:  # never the app's problem
+            internal_error("request.capture", error)
 
     def status_code(self) -> int | None:
         try:
@@ -92,6 +112,7 @@ class _Exchange:
                 exc=exc,
                 ended_at=self.ended_at,
                 record_all=self.middleware.record_all,
+                response=self.capture,
             )
         run.namer = None  # break the run <-> exchange cycle: freed by refcounting, not the cyclic GC
 
@@ -116,7 +137,11 @@ class _Body:
 
     def __next__(self) -> bytes:
         try:
-            return self.context.run(next, self.iterator)
+            chunk = self.context.run(next, self.iterator)
+            exchange = self.exchange
+            if exchange.run.materialized:  # type: ignore[union-attr]
+                exchange.keep(chunk)
+            return chunk
         except StopIteration:
             exchange = self.exchange
             if exchange.ended_at is None:
@@ -145,6 +170,9 @@ class WasteAuditWSGIMiddleware:
         record_all_requests: record a run for every request, even those with no LLM call.
         run_name: ``environ -> name`` for apps that are not Werkzeug/Flask (None keeps the default).
         tags: static tags put on every recorded run.
+        capture_response: keep the response body (up to ``max_return_bytes``) as the run's
+            result, so the scorer can tell which LLM output reached the client (see the ASGI
+            middleware); the content mode applies to it.
     """
 
     def __init__(
@@ -155,8 +183,10 @@ class WasteAuditWSGIMiddleware:
         record_all_requests: bool = False,
         run_name: Callable[[Mapping[str, Any]], str | None] | None = None,
         tags: Mapping[str, str] | None = None,
+        capture_response: bool = True,
     ) -> None:
         self.app = app
+        self.capture_response = capture_response
         self.header = clean_header(run_id_header)
         self.record_all = record_all_requests
         self.run_name = run_name
@@ -172,6 +202,9 @@ class WasteAuditWSGIMiddleware:
             if type(body) is list or type(body) is tuple:
                 # Already built: no more LLM calls can happen for it; end now (ended_at: now), no wrapper.
                 _current.reset(token)  # type: ignore[arg-type]
+                if run.materialized:
+                    for chunk in body:
+                        exchange.keep(chunk)
                 exchange.finish()
                 return body
             wrapped = _Body(exchange, body, copy_context())

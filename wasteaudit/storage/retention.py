@@ -1,7 +1,8 @@
 """Retention: delete the content of old calls and runs, keep every figure the reports are built from.
 
 ``wasteaudit db prune --older-than 90d`` calls :func:`prune_content`. For calls that started
-before the cutoff it removes what the app sent and received — messages, system instructions,
+before the cutoff (or, with ``--run`` / ``--tag``, calls of the chosen runs and of their child
+runs: an erasure request for one user's or one customer's tasks) it removes what the app sent and received — messages, system instructions,
 outputs (text and tool-call arguments), tool definitions, response formats — and marks the call
 ``content_mode = 'pruned'``; it keeps the row with its tokens, cost, finish reasons, attempts and
 scoring state, and keeps the findings with their tokens and cost, their evidence stripped to
@@ -31,7 +32,7 @@ from wasteaudit.exceptions import ConfigError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-__all__ = ("PRUNED", "PruneResult", "parse_age", "prune_content", "strip_evidence")
+__all__ = ("PRUNED", "PruneResult", "parse_age", "parse_tags", "prune_content", "strip_evidence")
 
 #: ``content_mode`` of a call whose content retention removed.
 PRUNED = "pruned"
@@ -50,7 +51,7 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 class PruneResult:
     """What a prune touched (or, with ``dry_run``, would touch)."""
 
-    cutoff: datetime
+    cutoff: datetime | None  # None when no age was given (runs chosen by id or tag only)
     calls: int
     runs: int
     findings: int
@@ -97,33 +98,62 @@ def _keep(key: str, value: Any) -> Any:
     return _DROP
 
 
+def parse_tags(pairs: list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """``["user=42", "env=prod"]`` -> ``{"user": "42", "env": "prod"}`` (a ConfigError otherwise)."""
+    tags: dict[str, str] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--tag takes KEY=VALUE; got {pair!r}")
+        tags[key.strip()] = value
+    return tags
+
+
 def prune_content(
     url_or_engine: Any,
-    older_than: timedelta | datetime,
+    older_than: timedelta | datetime | None = None,
     *,
+    run_ids: list[str] | tuple[str, ...] | None = None,
+    tags: dict[str, str] | None = None,
     batch_size: int = 1000,
     dry_run: bool = False,
     pause_s: float = 0.0,
     now: datetime | None = None,
 ) -> PruneResult:
-    """Remove the content of calls, runs and scores older than ``older_than`` (an age, or a cutoff
-    datetime), keeping rows, tokens, cost and findings; see the module docs. ``pause_s`` sleeps
-    between batches to leave room for the app's writes on a busy database."""
+    """Remove the content of calls, runs and scores, keeping rows, tokens, cost and findings; see
+    the module docs. Every selector given must hold: ``older_than`` (an age, or a cutoff
+    datetime), ``run_ids`` (any of these runs) and ``tags`` (runs carrying all of these tags);
+    a chosen run brings its child runs (nested ``@audit``) along, whatever their own tags.
+    ``pause_s`` sleeps between batches to leave room for the app's writes on a busy database."""
     from sqlalchemy import func, select
 
     from wasteaudit.storage.models import CallRow, FindingRow, RunRow, ScoreRow
 
     engine = _engine(url_or_engine)
     if isinstance(older_than, datetime):
-        cutoff = older_than if older_than.tzinfo else older_than.replace(tzinfo=timezone.utc)
-    else:
+        cutoff: datetime | None = older_than if older_than.tzinfo else older_than.replace(tzinfo=timezone.utc)
+    elif older_than is not None:
         cutoff = (now or datetime.now(timezone.utc)) - older_than
+    else:
+        cutoff = None
     if batch_size < 1:
         raise ConfigError("batch_size must be at least 1")
+    if cutoff is None and not run_ids and not tags:
+        raise ConfigError("prune needs --older-than, --run or --tag: it never prunes everything by default")
     calls, runs, findings, scores = CallRow.__table__, RunRow.__table__, FindingRow.__table__, ScoreRow.__table__
-    old_calls = (calls.c.started_at < cutoff, calls.c.content_mode != PRUNED)
-    old_runs = (runs.c.started_at < cutoff, _run_has_content(runs))
-    old_scores = (scores.c.raw_value.is_not(None), scores.c.run_id.in_(select(runs.c.id).where(runs.c.started_at < cutoff)))
+    old_calls: tuple[Any, ...] = (calls.c.content_mode != PRUNED,)
+    old_runs: tuple[Any, ...] = (_run_has_content(runs),)
+    chosen_runs = select(runs.c.id)
+    if cutoff is not None:
+        old_calls += (calls.c.started_at < cutoff,)
+        old_runs += (runs.c.started_at < cutoff,)
+        chosen_runs = chosen_runs.where(runs.c.started_at < cutoff)
+    if run_ids or tags:
+        tree = _run_tree(runs, run_ids, tags)
+        old_calls += (calls.c.run_id.in_(tree),)
+        old_runs += (runs.c.id.in_(tree),)
+        chosen_runs = chosen_runs.where(runs.c.id.in_(tree))
+    old_scores = (scores.c.raw_value.is_not(None), scores.c.run_id.in_(chosen_runs))
     if dry_run:
         with engine.connect() as conn:
             n_calls = conn.execute(select(func.count()).select_from(calls).where(*old_calls)).scalar_one()
@@ -138,6 +168,19 @@ def prune_content(
     (n_runs,), run_batches = _drain(engine, lambda conn: (_prune_runs(conn, runs, old_runs, batch_size),), pause_s)
     (n_scores,), score_batches = _drain(engine, lambda conn: (_prune_scores(conn, scores, old_scores, batch_size),), pause_s)
     return PruneResult(cutoff, n_calls, n_runs, n_findings, n_scores, call_batches + run_batches + score_batches, False)
+
+
+def _run_tree(runs: Any, run_ids: list[str] | tuple[str, ...] | None, tags: dict[str, str] | None) -> Any:
+    """``SELECT id`` of the runs chosen by id and tags, and of all their descendants (a recursive
+    CTE over ``parent_id``, the same SQL on SQLite and PostgreSQL)."""
+    from sqlalchemy import select
+
+    where = [runs.c.id.in_(list(run_ids))] if run_ids else []
+    where += [runs.c.tags[key].as_string() == value for key, value in (tags or {}).items()]
+    tree = select(runs.c.id.label("id")).where(*where).cte("wasteaudit_prune_runs", recursive=True)
+    child = runs.alias("child_run")
+    tree = tree.union(select(child.c.id).where(child.c.parent_id == tree.c.id))
+    return select(tree.c.id)
 
 
 def _drain(engine: "Engine", step: Callable[[Any], tuple[int, ...]], pause_s: float) -> tuple[tuple[int, ...], int]:

@@ -83,16 +83,23 @@ class _Batch:
         self.invalid = 0  # records conversion dropped; settled by the database thread, in batch order
 
 
-def configured_content_policy(record: CallRecord) -> None:
-    """The configured content policy (secret scrubbing, size caps, content mode), applied in place.
+def configured_content_policy(record: Record) -> None:
+    """The configured content policy (secret scrubbing, size caps, content mode), applied in place
+    to a call's content, a run's return and used values, and a score's raw value.
 
     Runs in the writer thread: the request path only keeps references to the content, and the
     policy's regexes and copies are too costly to run there (see ``wasteaudit._internal.content``).
     """
-    from wasteaudit._internal.content import apply_content_policy
+    from wasteaudit._internal import content
     from wasteaudit.config import get_settings
 
-    apply_content_policy(record, get_settings())
+    kind = type(record)
+    if kind is CallRecord:
+        content.apply_content_policy(record, get_settings())  # type: ignore[arg-type]
+    elif kind is RunRecord:
+        content.apply_run_policy(record, get_settings())  # type: ignore[arg-type]
+    elif kind is ScoreRecord:
+        content.apply_score_policy(record, get_settings())  # type: ignore[arg-type]
 
 
 class Writer:
@@ -107,7 +114,8 @@ class Writer:
         auto_migrate: bring the schema to this package's version on first use; if False, wait
             (buffering, then dropping) until ``wasteaudit db upgrade`` has been run.
         price_overrides: ``{model: {"input": usd_per_mtok, "output": ..., "cache_read": ..., "cache_write": ...}}``.
-        content_policy: applied to each call record not yet filtered, before it is stored; the
+        content_policy: applied to each record (call content not yet filtered, run return and
+            used values, score raw values) before it is stored; the
             default is the configured one (``configured_content_policy``); ``None`` stores content
             as it arrives. A record the policy fails on is dropped, never stored unfiltered.
 
@@ -123,7 +131,7 @@ class Writer:
         flush_interval: float = 0.5,
         auto_migrate: bool = True,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
-        content_policy: Callable[[CallRecord], object] | None = configured_content_policy,
+        content_policy: Callable[[Record], object] | None = configured_content_policy,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ConfigError("queue_size and batch_size must be at least 1")
@@ -561,8 +569,12 @@ class Writer:
                     row, attempts = call_values(record, cost, version, status)
                     units.append(("call", record.id, encode_call(row), [encode_attempt(a) for a in attempts]))
                 elif kind is RunRecord:
+                    if policy is not None:
+                        policy(record)
                     units.append(("run", record.id, statements.upsert_run.encode(run_row(record))))
                 elif kind is ScoreRecord:
+                    if policy is not None:
+                        policy(record)
                     units.append(("score", record.id, statements.insert_score.encode(score_row(record))))
                 else:
                     raise TypeError(f"not a wasteaudit record: {kind.__name__}")

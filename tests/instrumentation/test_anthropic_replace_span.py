@@ -197,3 +197,68 @@ def test_statuses_cover_ok_error_and_unset(records, llm_server):
     assert failed.status.status_code == StatusCode.ERROR and failed.attributes["error.type"] == "overloaded_error"
     assert closed.status.status_code == StatusCode.UNSET
     assert ok.attributes["http.request.method"] == "POST" and ok.attributes["gen_ai.request.reasoning.level"] == "high"
+
+
+def _traced(server: Any, captured: SpanCapture, **options: Any) -> Any:
+    return sync_client(server, open_telemetry={"tracer_provider": captured.provider}, **options)
+
+
+@needs_sdk_tracing
+def test_requests_carry_the_trace_context_of_the_replacing_span(records, llm_server):
+    config.set_settings(config.replace(config.get_settings(), anthropic_sdk_span="replace"))
+    captured = SpanCapture()
+    with instrumented():
+        llm_server.enqueue(ab.reply_overloaded(), ab.reply_message(rich_message()))
+        _traced(llm_server, captured, max_retries=1).messages.create(**KW)
+        (span,) = captured.spans
+    ctx = span.get_span_context()
+    expected = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}"
+    assert [r.headers.get("traceparent", "")[:-3] for r in llm_server.requests] == [expected, expected]
+    assert span.attributes["http.request.resend_count"] == 1
+    assert span.attributes["url.full"].endswith("/v1/messages")
+
+
+@needs_sdk_tracing
+def test_calls_not_captured_keep_the_sdk_span_untouched(records, llm_server):
+    """Raw-response calls, content-recording clients and a disabled wasteaudit: the SDK's own span."""
+    config.set_settings(config.replace(config.get_settings(), anthropic_sdk_span="replace"))
+    captured = SpanCapture()
+    with instrumented():
+        llm_server.enqueue(ab.reply_message(rich_message()), ab.reply_message(rich_message()))
+        _traced(llm_server, captured).messages.with_raw_response.create(**KW).parse()
+        sync_client(llm_server, open_telemetry={"tracer_provider": captured.provider, "traces": {"content_mode": "content"}}).messages.create(**KW)
+        raw, content = captured.spans
+        config.set_settings(config.replace(config.get_settings(), enabled=False))
+        llm_server.enqueue(ab.reply_message(rich_message()))
+        _traced(llm_server, captured).messages.create(**KW)
+        untouched = captured.spans[-1]
+    for span in (raw, content):  # enriched: the SDK's span (its own start), with ours added
+        call = next(c for c in records.calls if c.span_id == f"{span.get_span_context().span_id:016x}")
+        assert span.start_time != int(call.started_at * 1e9)
+        assert span.attributes["anthropic.message.stop_reason"] == "tool_use" and "wasteaudit.call.id" in span.attributes
+    assert "gen_ai.input.messages" in content.attributes  # the SDK recorded the content itself
+    assert untouched.name == SDK_SPAN and not any(k.startswith("wasteaudit.") for k in untouched.attributes)
+    assert len(records.calls) == 2
+
+
+@needs_sdk_tracing
+def test_uninstrument_restores_the_sdk_span_functions(records, llm_server):
+    import anthropic._base_client as base_client
+
+    before = (base_client.start_api_call_span, base_client.finish_api_call_span)
+    with instrumented():
+        assert (base_client.start_api_call_span, base_client.finish_api_call_span) != before
+    assert (base_client.start_api_call_span, base_client.finish_api_call_span) == before
+
+
+@needs_sdk_tracing
+def test_enrich_mode_keeps_the_sdk_span(records, llm_server):
+    config.set_settings(config.replace(config.get_settings(), anthropic_sdk_span="enrich"))
+    captured = SpanCapture()
+    with instrumented():
+        llm_server.enqueue(ab.reply_message(rich_message()))
+        _traced(llm_server, captured).messages.create(**KW)
+        (span,) = captured.spans
+    call = records.calls[0]
+    assert span.name == SDK_SPAN and span.start_time != int(call.started_at * 1e9)
+    assert span.attributes["wasteaudit.call.id"] == call.id

@@ -20,7 +20,21 @@ get the rest):
   (``copy()`` / ``with_options()`` re-run the constructor with the list that already has it).
   It sees each HTTP attempt (status, connection error, ``retries_taken``) of the active call.
 
-Spans: when the SDK's own tracing records a span for the call (``anthropic.messages.create``),
+Spans, replace mode (``anthropic_sdk_span="replace"``, the default; mode ``_REPLACE``): for a
+client whose own tracing is on, the SDK's ``start_api_call_span`` / ``finish_api_call_span``
+(module globals of ``anthropic._base_client``, hooked reversibly) are handed our span and
+relieved of their work. Where the SDK would start its span, ours is started with the client's
+tracer and the SDK's span name, and given to the SDK, which makes it current, writes its trace
+context into each request and sets the ``url.*`` attributes on it as it would on its own. When
+the SDK finishes the call, its arguments (request options, result) are kept by reference, as are
+the stream events its recorder reads; the finisher replays the SDK's own recording functions onto
+a stand-in span (:class:`_Collector`) and puts what they set (attributes, status, events) on ours
+over our attributes. One span per call, a superset of the SDK's, with the SDK's attribute work
+off the app's thread. If the client's span would not record (no tracer provider, sampled out),
+the SDK gets what its tracer gave and the call gets our own span, as below. Content-recording
+clients, raw-response calls and SDKs without these functions are not replaced (enrich mode).
+
+Spans, enrich mode: when the SDK's own tracing records a span for the call (``anthropic.messages.create``),
 that span is enriched (finish reasons, ``wasteaudit.*``, both cache-write names) and no second
 span is made. Whether it exists is known only inside the SDK's retry loop, so for a client that
 has our middleware and an SDK tracer the span decision is deferred to the first attempt: the

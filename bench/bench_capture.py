@@ -98,12 +98,25 @@ def _classes(modules: list[str]) -> list[type]:
     return found
 
 
-def snapshot(classes: list[type]) -> dict[type, dict[str, Any]]:
-    return {cls: dict(vars(cls)) for cls in classes}
+# module functions an instrumentation may replace (wasteaudit's Anthropic replace mode hooks these)
+MODULE_GLOBALS = {"anthropic._base_client": ("start_api_call_span", "finish_api_call_span")}
 
 
-def restore(snap: dict[type, dict[str, Any]]) -> None:
+def snapshot(classes: list[type]) -> dict[Any, dict[str, Any]]:
+    snap: dict[Any, dict[str, Any]] = {cls: dict(vars(cls)) for cls in classes}
+    for module_name, names in MODULE_GLOBALS.items():
+        module = sys.modules.get(module_name)
+        if module is not None:
+            snap[module] = {name: vars(module)[name] for name in names if name in vars(module)}
+    return snap
+
+
+def restore(snap: dict[Any, dict[str, Any]]) -> None:
     for cls, attrs in snap.items():
+        if not isinstance(cls, type):  # a module: only the listed globals
+            for name, value in attrs.items():
+                setattr(cls, name, value)
+            continue
         current = dict(vars(cls))
         for name, value in attrs.items():
             if current.get(name) is not value and name not in ("__dict__", "__weakref__", "__doc__"):

@@ -1407,6 +1407,9 @@ def _sdk_start_hook(tracer: Any, *args: Any, **kwargs: Any) -> Any:
             if taken:
                 return span
         except Exception as exc:
+            # the SDK makes its own span, as without wasteaudit; the call is still recorded
+            call.sdk = call.tracker.sdk = None  # type: ignore[attr-defined]
+            call.mode = _OWN
             internal_error("anthropic.sdk_span", exc)
     return _sdk_original("start")(tracer, *args, **kwargs)
 

@@ -262,3 +262,26 @@ def test_enrich_mode_keeps_the_sdk_span(records, llm_server):
     call = records.calls[0]
     assert span.name == SDK_SPAN and span.start_time != int(call.started_at * 1e9)
     assert span.attributes["wasteaudit.call.id"] == call.id
+
+
+@needs_sdk_tracing
+def test_replacing_span_nests_under_the_audited_run(records, llm_server):
+    import wasteaudit
+    from wasteaudit.testing import capture_spans
+
+    config.set_settings(config.replace(config.get_settings(), anthropic_sdk_span="replace"))
+    with capture_spans() as captured, instrumented():
+        client = _traced(llm_server, captured)
+        llm_server.enqueue(ab.reply_message(rich_message()))
+
+        @wasteaudit.audit(name="answer")
+        def answer() -> None:
+            client.messages.create(**KW)
+
+        answer()
+        spans = captured.spans
+    (call_span,) = [s for s in spans if s.name == SDK_SPAN]
+    (run_span,) = [s for s in spans if s.name == "audit answer"]
+    assert call_span.parent.span_id == run_span.get_span_context().span_id
+    assert call_span.attributes["wasteaudit.run.name"] == "answer"
+    assert call_span.attributes["anthropic.message.stop_reason"] == "tool_use"

@@ -462,6 +462,9 @@ class _Call:
         sdk.fallback = True
         self.mode = _SDK
         self.tracker.own_span = False
+        collector = _replay_sdk_span(sdk)  # its start attributes, which it set on no span
+        if collector is not None and collector.attributes:
+            self.tracker.span.set_attributes(collector.attributes)
         return False
 
     # -- context ----------------------------------------------------------------------------

@@ -98,12 +98,25 @@ def _classes(modules: list[str]) -> list[type]:
     return found
 
 
-def snapshot(classes: list[type]) -> dict[type, dict[str, Any]]:
-    return {cls: dict(vars(cls)) for cls in classes}
+# module functions an instrumentation may replace (wasteaudit's Anthropic replace mode hooks these)
+MODULE_GLOBALS = {"anthropic._base_client": ("start_api_call_span", "finish_api_call_span")}
 
 
-def restore(snap: dict[type, dict[str, Any]]) -> None:
+def snapshot(classes: list[type]) -> dict[Any, dict[str, Any]]:
+    snap: dict[Any, dict[str, Any]] = {cls: dict(vars(cls)) for cls in classes}
+    for module_name, names in MODULE_GLOBALS.items():
+        module = sys.modules.get(module_name)
+        if module is not None:
+            snap[module] = {name: vars(module)[name] for name in names if name in vars(module)}
+    return snap
+
+
+def restore(snap: dict[Any, dict[str, Any]]) -> None:
     for cls, attrs in snap.items():
+        if not isinstance(cls, type):  # a module: only the listed globals
+            for name, value in attrs.items():
+                setattr(cls, name, value)
+            continue
         current = dict(vars(cls))
         for name, value in attrs.items():
             if current.get(name) is not value and name not in ("__dict__", "__weakref__", "__doc__"):
@@ -199,18 +212,33 @@ HAND = "one hand-written span"
 A_BARE = "bare SDK (tracing off)"
 A_SDK = "SDK built-in tracing"
 A_ENRICH = "wasteaudit + SDK tracing (enriched span)"
+A_REPLACE = "wasteaudit + SDK tracing (replaced span)"
 A_OWN = "wasteaudit (SDK tracing off, own span)"
 INLINE = "wasteaudit, finished inline"
 A_INLINE = "wasteaudit + SDK tracing, finished inline"
+A_REPLACE_INLINE = "wasteaudit + SDK tracing (replaced), finished inline"
+# the Anthropic rows of the summary: configuration -> label
+ANTHROPIC_ROWS = (
+    (A_REPLACE, "replaced span"),
+    (A_ENRICH, "enriched span"),
+    (A_OWN, "own span"),
+    (A_REPLACE_INLINE, "replaced, inline"),
+    (A_INLINE, "enriched, inline"),
+)
 
 
-def _finish_inline(inline: bool) -> Callable[[], None]:
-    """Whether wasteaudit finishes calls on the calling thread (the pre-finisher behaviour)."""
+def _finish_inline(inline: bool, sdk_span: str = "replace") -> Callable[[], None]:
+    """Whether wasteaudit finishes calls on the calling thread (the pre-finisher behaviour), and
+    what it does with the span of an Anthropic client whose own tracing is on (``anthropic_sdk_span``)."""
 
     def setup() -> None:
+        from wasteaudit import config
         from wasteaudit._internal import deferred
 
         deferred.set_enabled(not inline)
+        settings = config.get_settings()
+        if settings.anthropic_sdk_span != sdk_span:
+            config.set_settings(config.replace(settings, anthropic_sdk_span=sdk_span))
 
     return setup
 OPENAI_PEERS = ("OpenInference", "Langfuse drop-in")
@@ -302,10 +330,13 @@ def build_anthropic_configs(classes: list[type], provider: Any, compare_inline: 
     wasteaudit.instrument_anthropic()
     snap = snapshot(classes)
     restore(bare)
-    configs.append(Config(A_ENRICH, snap, {"open_telemetry": {"tracer_provider": provider}}, setup=on))
+    traced = {"open_telemetry": {"tracer_provider": provider}}
+    configs.append(Config(A_REPLACE, snap, traced, setup=_finish_inline(False, "replace")))
+    configs.append(Config(A_ENRICH, snap, traced, setup=_finish_inline(False, "enrich")))
     configs.append(Config(A_OWN, snap, {"open_telemetry": False}, setup=on))
     if compare_inline:
-        configs.append(Config(A_INLINE, snap, {"open_telemetry": {"tracer_provider": provider}}, setup=_finish_inline(True)))
+        configs.append(Config(A_REPLACE_INLINE, snap, traced, setup=_finish_inline(True, "replace")))
+        configs.append(Config(A_INLINE, snap, traced, setup=_finish_inline(True, "enrich")))
     return configs
 
 
@@ -438,7 +469,7 @@ def summary(transport: str, figures: dict[str, Any]) -> None:
         if fig is None:
             continue
         sdk = fig[A_SDK]["added_us"]
-        for name, label in ((A_ENRICH, "enriched span"), (A_OWN, "own span"), (A_INLINE, "enriched, inline")):
+        for name, label in ANTHROPIC_ROWS:
             if name not in fig:
                 continue
             r = fig[name]
@@ -516,7 +547,7 @@ def main() -> None:
 
                 results = measure(make_anthropic, anthropic_configs, call, args.rounds, args.calls, args.block, args.gc)
                 result = detail(f"[{transport}] {title}", results, A_BARE)
-                for name in (A_ENRICH, A_OWN, A_INLINE):
+                for name, _ in ANTHROPIC_ROWS:
                     if name in result:
                         result[name].update(_ratio(results, name))
                 per_transport[title] = result

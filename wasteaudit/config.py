@@ -20,6 +20,7 @@ from wasteaudit.exceptions import ConfigError
 
 ContentMode = Literal["full", "redacted", "hashed", "none"]
 CONTENT_MODES: tuple[str, ...] = ("full", "redacted", "hashed", "none")
+ANTHROPIC_SDK_SPAN_MODES: tuple[str, ...] = ("replace", "enrich")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ OPTIONS: tuple[Option, ...] = (
         True,
         "bool",
         "Finish calls (span end attributes, span end with the call's own end time, record hand-off) on a background thread; off: on the calling thread, so a call's span has ended when the SDK call returns.",
+    ),
+    Option(
+        "anthropic_sdk_span",
+        "WASTEAUDIT_ANTHROPIC_SDK_SPAN",
+        "replace",
+        "str",
+        "Anthropic clients whose own tracing is on: `replace` keeps the SDK from making its `anthropic.messages.create` span for captured calls and makes that span itself (same name, scope, attributes and status, plus ours; most work off the calling thread); `enrich` lets the SDK make its span and adds ours to it.",
     ),
     Option(
         "openai_stream_usage",
@@ -163,6 +171,7 @@ class Settings:
     auto_migrate: bool = True
     storage: bool = True
     finish_in_background: bool = True
+    anthropic_sdk_span: str = "replace"
     openai_stream_usage: bool = True
     stream_usage_hosts: tuple[str, ...] = ("api.openai.com", ".openai.azure.com", "127.0.0.1", "localhost")
     price_overrides: dict[str, dict[str, float]] | None = None
@@ -180,6 +189,8 @@ class Settings:
     def validate(self) -> "Settings":
         if self.content_mode not in CONTENT_MODES:
             raise ConfigError(f"content_mode must be one of {', '.join(CONTENT_MODES)}; got {self.content_mode!r}")
+        if self.anthropic_sdk_span not in ANTHROPIC_SDK_SPAN_MODES:
+            raise ConfigError(f"anthropic_sdk_span must be one of {', '.join(ANTHROPIC_SDK_SPAN_MODES)}; got {self.anthropic_sdk_span!r}")
         if self.content_mode == "redacted" and self.redact is None:
             raise ConfigError("content_mode='redacted' needs a redact hook: configure(redact=callable)")
         if self.redact is not None and not callable(self.redact):

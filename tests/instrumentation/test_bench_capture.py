@@ -26,13 +26,23 @@ def test_bench_capture_prints_its_summary_table_in_a_tiny_run(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[inproc] summary" in out.stdout
-    for row in ("openai chat ", "openai chat stream", "openai responses", "anthropic messages (enriched span)", "anthropic stream (own span)"):
+    for row in (
+        "openai chat ",
+        "openai chat stream",
+        "openai responses",
+        "anthropic messages (replaced span)",
+        "anthropic messages (enriched span)",
+        "anthropic stream (replaced span)",
+        "anthropic stream (own span)",
+    ):
         assert row in out.stdout, row
     figures = json.loads(out_json.read_text())
     assert set(figures["inproc"]["openai chat"]) >= {"bare SDK", "one hand-written span", "wasteaudit"}
     assert "ratio" in figures["inproc"]["anthropic messages"]["wasteaudit + SDK tracing (enriched span)"]
+    assert "ratio" in figures["inproc"]["anthropic messages"]["wasteaudit + SDK tracing (replaced span)"]
     # the instrumented configurations really ran instrumented: one record per call (5 warm-up + 3
-    # timed per round), 3 OpenAI workloads x 1 configuration + 2 Anthropic workloads x 2
+    # timed per round), 3 OpenAI workloads x 1 configuration + 2 Anthropic workloads x 3 (replaced,
+    # enriched, own span)
     per_config = 2 * (5 + 3)
-    assert figures["records"]["submitted"] == (3 + 2 * 2) * per_config
+    assert figures["records"]["submitted"] == (3 + 2 * 3) * per_config
     assert figures["records"]["written"] == figures["records"]["submitted"]

@@ -272,22 +272,26 @@ class CallTracker:
         except Exception as exc:
             internal_error("calls.export", exc)
 
+    def _end_attributes(self) -> dict[str, Any]:
+        """Everything the span gets when the call ends (the late start attributes included)."""
+        attrs = tracing.call_end_attributes(self.record, started=self.own_span)
+        late = self._late
+        if late:
+            late.update(attrs)
+            attrs = late
+        settings = get_settings()
+        if settings.capture_content_on_spans:
+            from wasteaudit._internal.content import apply_content_policy
+
+            apply_content_policy(self.record, settings)
+            attrs.update(tracing.content_attributes(self.record))
+        return attrs
+
     def _finish_span(self, error: BaseException | None) -> None:
         span = self.span
         if span.is_recording():
             # one set_attributes call: the SDK validates and locks per call
-            attrs = tracing.call_end_attributes(self.record, started=self.own_span)
-            late = self._late
-            if late:
-                late.update(attrs)
-                attrs = late
-            settings = get_settings()
-            if settings.capture_content_on_spans:
-                from wasteaudit._internal.content import apply_content_policy
-
-                apply_content_policy(self.record, settings)
-                attrs.update(tracing.content_attributes(self.record))
-            span.set_attributes(attrs)
+            span.set_attributes(self._end_attributes())
             if error is not None and self.own_span:
                 from opentelemetry.trace import Status, StatusCode
 

@@ -20,7 +20,21 @@ get the rest):
   (``copy()`` / ``with_options()`` re-run the constructor with the list that already has it).
   It sees each HTTP attempt (status, connection error, ``retries_taken``) of the active call.
 
-Spans: when the SDK's own tracing records a span for the call (``anthropic.messages.create``),
+Spans, replace mode (``anthropic_sdk_span="replace"``, the default; mode ``_REPLACE``): for a
+client whose own tracing is on, the SDK's ``start_api_call_span`` / ``finish_api_call_span``
+(module globals of ``anthropic._base_client``, hooked reversibly) are handed our span and
+relieved of their work. Where the SDK would start its span, ours is started with the client's
+tracer and the SDK's span name, and given to the SDK, which makes it current, writes its trace
+context into each request and sets the ``url.*`` attributes on it as it would on its own. When
+the SDK finishes the call, its arguments (request options, result) are kept by reference, as are
+the stream events its recorder reads; the finisher replays the SDK's own recording functions onto
+a stand-in span (:class:`_Collector`) and puts what they set (attributes, status, events) on ours
+over our attributes. One span per call, a superset of the SDK's, with the SDK's attribute work
+off the app's thread. If the client's span would not record (no tracer provider, sampled out),
+the SDK gets what its tracer gave and the call gets our own span, as below. Content-recording
+clients, raw-response calls and SDKs without these functions are not replaced (enrich mode).
+
+Spans, enrich mode: when the SDK's own tracing records a span for the call (``anthropic.messages.create``),
 that span is enriched (finish reasons, ``wasteaudit.*``, both cache-write names) and no second
 span is made. Whether it exists is known only inside the SDK's retry loop, so for a client that
 has our middleware and an SDK tracer the span decision is deferred to the first attempt: the
@@ -75,6 +89,10 @@ _PENDING = "_wasteaudit_pending"
 _OWN = 0  # our own span (already started)
 _DEFER = 1  # decided at the first HTTP attempt: the SDK's span if it records one, else ours
 _SDK = 2  # the SDK's own span, enriched
+_REPLACE = 3  # our span in place of the SDK's (its tracer, its name); its attributes replayed when the call ends
+
+# The name the SDK gives the span of every messages call (create, parse, stream, beta).
+SDK_SPAN_NAME = "anthropic.messages.create"
 
 # Attributes the SDK's span already carries (possibly with other values, e.g. gen_ai.provider.name
 # "aws.bedrock" on Bedrock clients): never overwritten when enriching it.
@@ -104,6 +122,7 @@ class _Runtime:
     raw_response: tuple[type, ...] = ()
     invalid_span: Any = None
     middleware: Any = None  # our middleware instance, when the SDK has middleware
+    sdk: "_SdkTracing | None" = None  # the SDK's span functions, when replace mode can use them
 
 
 _rt = _Runtime()
@@ -307,6 +326,8 @@ class _Call:
         "proxied",
         "pending_attrs",
         "body",
+        "sdk_tracer",
+        "sdk",
     )
 
     def __init__(self, tracker: CallTracker, mode: int, entry_span: Any, entry_ctx: Any, raw_mode: str | None) -> None:
@@ -322,9 +343,11 @@ class _Call:
         self.proxied = False
         self.pending_attrs: dict[str, Any] | None = None
         self.body: Any = _NO_BODY  # a returned Message, read into the record by the finisher
+        self.sdk_tracer: Any = None  # replace mode: the client's tracer (our span is made with it)
+        self.sdk: _SdkCapture | None = None  # replace mode: what the SDK handed its span functions
 
     @classmethod
-    def start(cls, client: Any, kwargs: dict[str, Any], api: str, method: str, force_stream: bool = False) -> "_Call":
+    def start(cls, client: Any, kwargs: dict[str, Any], api: str, method: str, force_stream: bool = False, replace: bool = False) -> "_Call":
         src = kwargs
         extra = kwargs.get("extra_body")
         if isinstance(extra, dict) and extra:
@@ -332,8 +355,12 @@ class _Call:
         model = src.get("model")
         host, port = _server(client)
         has_middleware = _rt.middleware is not None and _has_our_middleware(client)
+        raw_mode = _raw_mode(kwargs.get("extra_headers"))
+        sdk_tracer = getattr(client, "_tracer", _MISSING)
         mode = _OWN
-        if has_middleware and getattr(client, "_tracer", _MISSING) is not None:
+        if replace and sdk_tracer is not None and sdk_tracer is not _MISSING and raw_mode is None and _rt.sdk is not None and not _records_content(client):
+            mode = _REPLACE
+        elif has_middleware and sdk_tracer is not None:
             mode = _DEFER
         tracker_args = dict(
             provider=PROVIDER,
@@ -352,17 +379,93 @@ class _Call:
             entry_span = trace.get_current_span()
             entry_ctx = context.get_current()
             tracker = CallTracker(**tracker_args, span=_rt.invalid_span)  # type: ignore[arg-type]
+        elif mode == _REPLACE:
+            # the span is started where the SDK would start its own (sdk_span_start)
+            context, _ = _otel()
+            entry_ctx = context.get_current()
+            tracker = _ReplacingTracker(**tracker_args, span=_rt.invalid_span)  # type: ignore[arg-type]
         else:
             tracker = CallTracker(**tracker_args)  # type: ignore[arg-type]
         record = tracker.record
         _capture_request(record, src)
-        if mode == _OWN and record.output_type and tracker.span.is_recording():
-            tracker.span.set_attribute(sc.OUTPUT_TYPE, record.output_type)
+        if record.output_type and tracker.own_span:
+            late = tracker._late
+            if late is not None:  # written with the end attributes
+                late[sc.OUTPUT_TYPE] = record.output_type
+            elif tracker.span.is_recording():
+                tracker.span.set_attribute(sc.OUTPUT_TYPE, record.output_type)
         if not has_middleware:
             record.gaps.append(
                 "attempts unknown: the client has no wasteaudit middleware (built before instrumenting, or an SDK without middleware)"
             )
-        return cls(tracker, mode, entry_span, entry_ctx, _raw_mode(kwargs.get("extra_headers")))
+        call = cls(tracker, mode, entry_span, entry_ctx, raw_mode)
+        if mode == _REPLACE:
+            call.sdk_tracer = sdk_tracer
+            call.sdk = tracker.sdk = _SdkCapture(_rt.sdk)  # type: ignore[arg-type]
+        return call
+
+    # -- replace mode: the SDK's span functions, called for this call -----------------------
+    def sdk_span_start(self, tracer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        """The SDK is starting its span: start ours in its place, with its tracer and its name,
+        and hand it over (True, span); (False, None) when this is not our call's span (another
+        request made inside the call)."""
+        sdk = self.sdk
+        if sdk is None or sdk.start is not None or tracer is not self.sdk_tracer:
+            return False, None
+        tracker = self.tracker
+        record = tracker.record
+        name = getattr(args[1], "span_name", None) if len(args) > 1 else None
+        early, late = tracker._split_start_attributes()
+        span = tracer.start_span(
+            name or SDK_SPAN_NAME,
+            kind=tracing._client_kind(),
+            attributes=early,
+            start_time=int(record.started_at * 1e9),
+            context=tracing.parent_context(tracker.run),
+        )
+        if not span.is_recording():
+            # Nothing to replace: the client's spans do not record (no tracer provider for it, or
+            # sampled out). The SDK gets what it would have had (its rule: that span if it
+            # propagates a trace context, else none), and the call gets wasteaudit's own span,
+            # as for a client that does not trace.
+            self.own_span_instead()
+            propagation = kwargs.get("propagation", True)
+            if not (sdk.functions.trace_headers(span) if propagation else span.get_span_context().is_valid):
+                return True, None
+            return True, span
+        sdk.start = (args, kwargs)
+        tracker.span = span
+        tracker.own_span = True
+        tracker._late = late
+        _set_ids(record, span)
+        return True, span
+
+    def own_span_instead(self) -> None:
+        """Replace mode without an SDK span to replace: wasteaudit's own span, as for a client that does not trace."""
+        self.sdk = self.tracker.sdk = None  # type: ignore[attr-defined]
+        self._start_own_span()
+
+    def sdk_span_result(self, client: Any, result: Any) -> bool:
+        """The SDK is finishing its span (ours) with the call's result: keep the result for the
+        finisher, which replays the SDK's recording onto a stand-in. False when the SDK must
+        finish it itself: a body the app has yet to read (only a middleware can return one here,
+        raw-response calls never replace), which the SDK can only observe by wrapping it now."""
+        sdk = self.sdk
+        if sdk is None:
+            return False
+        if sdk.result is not None:
+            return True
+        response = getattr(result, "response", None)
+        if isinstance(getattr(result, "data", None), sdk.functions.streams) or response is None or response.is_closed:
+            sdk.result = (client, result)
+            return True
+        sdk.fallback = True
+        self.mode = _SDK
+        self.tracker.own_span = False
+        collector = _replay_sdk_span(sdk)  # its start attributes, which it set on no span
+        if collector is not None and collector.attributes:
+            self.tracker.span.set_attributes(collector.attributes)
+        return False
 
     # -- context ----------------------------------------------------------------------------
     # Only this module's own context variable is set, not the shared ``_calls.active_call``: the
@@ -588,6 +691,8 @@ class _Call:
         record = tracker.record
         if self.mode == _DEFER:
             self.resolve_span(in_attempt=False)
+        elif self.mode == _REPLACE and self.sdk is not None and self.sdk.start is None:
+            self.own_span_instead()  # the SDK never started its span (the call failed before its request)
         if record.status_code is None and record.attempts:
             record.status_code = record.attempts[-1].status_code
         tracker.finish(error, refused=self.refused, fill=self._fill)
@@ -658,6 +763,7 @@ class _StreamWatch:
         "usage_seen",
         "events",
         "first",
+        "keep",
     )
 
     def __init__(self, call: _Call) -> None:
@@ -673,6 +779,9 @@ class _StreamWatch:
         self.usage_seen = False
         self.events = 0
         self.first = True
+        # replace mode: the events the SDK's stream recorder reads (all but content deltas, and
+        # the first of those), replayed into it when the call ends
+        self.keep: list[Any] | None = call.sdk.events if call.sdk is not None else None
 
     def on_item(self, item: Any) -> bool:
         self.events += 1
@@ -682,6 +791,9 @@ class _StreamWatch:
         if type(data) is not dict:
             return True
         kind = data.get("type")
+        keep = self.keep
+        if keep is not None and (kind != "content_block_delta" or self.first):
+            keep.append(item)
         if kind == "content_block_delta":
             delta = getattr(data.get("delta"), "__dict__", None)
             if type(delta) is dict:
@@ -803,6 +915,12 @@ class _StreamWatch:
     def on_end(self, error: BaseException | None, exhausted: bool) -> None:
         try:
             self._complete(error, exhausted)
+            sdk = self.call.sdk
+            if sdk is not None:
+                # how the SDK's body wrapper would have seen the end: read, failed (an Exception;
+                # a BaseException closes the body instead) or closed
+                how = "read" if exhausted else "failed" if isinstance(error, Exception) else "closed"
+                sdk.end = (how, error if how == "failed" else None, self.events > 0 or exhausted or error is not None)
         finally:
             self.call.finish(error)
 
@@ -881,9 +999,10 @@ class _AsyncProxy(AsyncStreamProxy):
 
 def _begin(client: Any, kwargs: dict[str, Any], api: str, method: str, force_stream: bool = False) -> _Call | None:
     try:
-        if not get_settings().enabled:
+        settings = get_settings()
+        if not settings.enabled:
             return None
-        return _Call.start(client, kwargs, api, method, force_stream)
+        return _Call.start(client, kwargs, api, method, force_stream, settings.anthropic_sdk_span == "replace")
     except Exception as exc:
         internal_error("anthropic.begin", exc)
         return None
@@ -1206,6 +1325,263 @@ def _take_body(call: _Call, data: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# replace mode: one span per call, ours, carrying everything the SDK's would
+# --------------------------------------------------------------------------------------------
+
+
+class _SdkTracing:
+    """The installed SDK's span functions that replace mode calls (resolved once, all or none)."""
+
+    __slots__ = (
+        "module",
+        "start",
+        "finish",
+        "record_api_call",
+        "set_response_status_code",
+        "set_resend_count",
+        "record_response",
+        "trace_headers",
+        "streamed_body_observer",
+        "streams",
+    )
+
+    def __init__(self, module: Any, functions: dict[str, Any], streams: tuple[type, ...]) -> None:
+        self.module = module
+        for name, value in functions.items():
+            setattr(self, name, value)
+        self.streams = streams
+
+
+def _resolve_sdk_tracing() -> _SdkTracing | None:
+    """The SDK's span functions, or None when this release lacks any of them (then calls of
+    clients that trace get the SDK's span enriched, as before)."""
+    base_client = _import("anthropic._base_client")
+    sdk_tracing = _import("anthropic._tracing")
+    api_call = _import("anthropic.lib._tracing._api_call")
+    streaming = _import("anthropic._streaming")
+    if base_client is None or sdk_tracing is None or api_call is None or streaming is None:
+        return None
+    functions = {
+        "start": vars(base_client).get("start_api_call_span"),
+        "finish": vars(base_client).get("finish_api_call_span"),
+        "record_api_call": getattr(api_call, "record_api_call", None),
+        "set_response_status_code": getattr(sdk_tracing, "set_response_status_code", None),
+        "set_resend_count": getattr(sdk_tracing, "set_resend_count", None),
+        "record_response": getattr(sdk_tracing, "record_response", None),
+        "trace_headers": getattr(sdk_tracing, "trace_headers", None),
+        "streamed_body_observer": getattr(sdk_tracing, "StreamedBodyObserver", None),
+    }
+    if not all(callable(f) for f in functions.values()):
+        return None
+    if getattr(functions["start"], "_wasteaudit_hook", False) or getattr(functions["finish"], "_wasteaudit_hook", False):
+        return None  # already hooked (instrumented twice without undo): never wrap our own hook
+    streams = tuple(t for t in (getattr(streaming, "Stream", None), getattr(streaming, "AsyncStream", None)) if isinstance(t, type))
+    return _SdkTracing(base_client, functions, streams)
+
+
+def _records_content(client: Any) -> bool:
+    """Whether the client's own tracing records message content (its ``content_mode``)."""
+    try:
+        return bool(client._otel.records_content)
+    except Exception:
+        return False
+
+
+class _SdkCapture:
+    """What the SDK handed its span functions during one call (references only; read by the finisher)."""
+
+    __slots__ = ("functions", "start", "result", "events", "end", "fallback")
+
+    def __init__(self, functions: _SdkTracing) -> None:
+        self.functions = functions  # kept: the call may finish after uninstrument()
+        self.start: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # start_api_call_span's arguments but the tracer
+        self.result: tuple[Any, Any] | None = None  # (client, ApiCallResult)
+        self.events: list[Any] = []  # stream events the SDK's recorder reads
+        self.end: tuple[str, BaseException | None, bool] | None = None  # stream end: (how, error, parsed)
+        self.fallback = False  # the SDK finished our span itself (an unread body)
+
+
+def _sdk_start_hook(tracer: Any, *args: Any, **kwargs: Any) -> Any:
+    """``start_api_call_span`` as the SDK's request() sees it once instrumented."""
+    call = _current.get()
+    if call is not None and call.mode == _REPLACE:
+        try:
+            taken, span = call.sdk_span_start(tracer, args, kwargs)
+            if taken:
+                return span
+        except Exception as exc:
+            # the SDK makes its own span, as without wasteaudit; the call is still recorded
+            call.sdk = call.tracker.sdk = None  # type: ignore[attr-defined]
+            call.mode = _OWN
+            internal_error("anthropic.sdk_span", exc)
+    return _sdk_original("start")(tracer, *args, **kwargs)
+
+
+def _sdk_finish_hook(client: Any, span: Any, result: Any) -> Any:
+    """``finish_api_call_span`` as the SDK's request() sees it once instrumented."""
+    call = _current.get()
+    if call is not None and call.mode == _REPLACE and span is call.tracker.span:
+        try:
+            if call.sdk_span_result(client, result):
+                return None
+        except Exception as exc:
+            internal_error("anthropic.sdk_span", exc)
+    return _sdk_original("finish")(client, span, result)
+
+
+_sdk_start_hook._wasteaudit_hook = True  # type: ignore[attr-defined]
+_sdk_finish_hook._wasteaudit_hook = True  # type: ignore[attr-defined]
+
+
+def _sdk_original(name: str) -> Any:
+    sdk = _rt.sdk
+    if sdk is not None:
+        return getattr(sdk, name)
+    # undone while a request was under way: the SDK's own function, from where it lives
+    if name == "start":
+        return importlib.import_module("anthropic._tracing").start_api_call_span
+    return importlib.import_module("anthropic.lib._tracing").finish_api_call_span
+
+
+class _Collector:
+    """A stand-in span the SDK's recording functions write to, off the app's thread.
+
+    Keeps what they set (attributes, status, events); ends nothing. Status follows the
+    OpenTelemetry SDK's rule: once OK, it stays OK.
+    """
+
+    def __init__(self, name: str | None = None, kind: Any = None, attributes: Any = None) -> None:
+        self.name = name
+        self.kind = kind
+        self.attributes: dict[str, Any] = dict(attributes or {})
+        self.status: Any = None
+        self.events: list[tuple[str, Any, Any]] = []
+        self.exceptions: list[tuple[BaseException, Any, Any, bool]] = []
+
+    def is_recording(self) -> bool:
+        return True
+
+    def get_span_context(self) -> Any:
+        return _rt.invalid_span.get_span_context()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: Any) -> None:
+        self.attributes.update(attributes)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        if self.status is not None and self.status.status_code is StatusCode.OK:
+            return
+        self.status = status if isinstance(status, Status) else Status(status, description)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: Any = None) -> None:
+        self.events.append((name, attributes, timestamp))
+
+    def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: Any = None, escaped: bool = False) -> None:
+        self.exceptions.append((exception, attributes, timestamp, escaped))
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+    def end(self, end_time: Any = None) -> None:
+        pass
+
+
+class _CollectorTracer:
+    """Hands the SDK's ``start_api_call_span`` a :class:`_Collector` with its start attributes."""
+
+    def __init__(self) -> None:
+        self.span: _Collector | None = None
+
+    def start_span(self, name: str, context: Any = None, kind: Any = None, attributes: Any = None, *args: Any, **kwargs: Any) -> _Collector:
+        self.span = _Collector(name, kind, attributes)
+        return self.span
+
+
+def _replay_sdk_span(sdk: _SdkCapture) -> _Collector | None:
+    """Run the SDK's own span recording for the call onto a stand-in: what its span would carry.
+
+    The same functions, with the same arguments, the SDK would have called on the app's thread
+    (start, result, each stream event the recorder reads, the stream's end); only the URL
+    attributes were set on our span by the SDK itself, as it sent the first attempt.
+    """
+    functions = sdk.functions
+    if sdk.start is None:
+        return None
+    args, kwargs = sdk.start
+    tracer = _CollectorTracer()
+    functions.start(tracer, *args, **kwargs)
+    collector = tracer.span or _Collector()
+    if sdk.result is None:
+        return collector
+    client, result = sdk.result
+    if isinstance(result.data, functions.streams):
+        # finish_api_call_span for a stream, without wrapping the (live) body: the recorder it
+        # returns is fed the events our proxy kept, then told how the stream ended
+        observer = functions.record_api_call(client, collector, result)
+        functions.set_response_status_code(collector, result)
+        functions.set_resend_count(collector, result)
+        functions.record_response(collector, result)
+        if observer is None:
+            observer = functions.streamed_body_observer(collector)
+        how, error, parsed = sdk.end or ("closed", None, False)
+        if parsed:
+            observer.begin()
+        for event in sdk.events:
+            observer.item(event)
+        observer.end(how, error)
+    else:
+        functions.finish(client, collector, result)  # a body already read: nothing is wrapped
+    return collector
+
+
+class _ReplacingTracker(CallTracker):
+    """The tracker of a replace-mode call: its span is made with the client's tracer under the
+    SDK's span name, and finished with the SDK's attributes, status and events over ours."""
+
+    __slots__ = ("sdk",)
+
+    def _finish_span(self, error: BaseException | None) -> None:
+        sdk: _SdkCapture | None = getattr(self, "sdk", None)
+        if sdk is None or sdk.fallback or not self.own_span:
+            CallTracker._finish_span(self, error)
+            return
+        span = self.span
+        if span.is_recording():
+            attrs = self._end_attributes()
+            collector = None
+            try:
+                collector = _replay_sdk_span(sdk)
+            except Exception as exc:
+                self.record.gaps.append(f"span: the SDK's attributes could not be replayed ({type(exc).__name__})")
+                internal_error("anthropic.sdk_replay", exc)
+            if collector is None:
+                span.set_attributes(attrs)
+                if error is not None:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_status(Status(StatusCode.ERROR, self.record.error_type or type(error).__name__))
+            else:
+                ttfc = attrs.get(sc.RESPONSE_TTFC)
+                attrs.update(collector.attributes)  # the SDK's values win: its span is the one replaced
+                if ttfc is not None:
+                    attrs[sc.RESPONSE_TTFC] = ttfc  # measured as the chunk passed, not at replay time
+                if collector.name and collector.name != SDK_SPAN_NAME:
+                    span.update_name(collector.name)
+                span.set_attributes(attrs)
+                for name, event_attrs, timestamp in collector.events:
+                    span.add_event(name, event_attrs, timestamp)
+                for exception, exc_attrs, timestamp, escaped in collector.exceptions:
+                    span.record_exception(exception, exc_attrs, timestamp, escaped)
+                if collector.status is not None:
+                    span.set_status(collector.status)
+        span.end(end_time=int(self.record.ended_at * 1e9) if self.record.ended_at else None)
+
+
+# --------------------------------------------------------------------------------------------
 # instrument / undo
 # --------------------------------------------------------------------------------------------
 
@@ -1225,6 +1601,11 @@ class _Patcher:
             return False
         self.done.append((owner, name, original))
         return True
+
+    def set(self, owner: Any, name: str, value: Any) -> None:
+        """Replace a plain attribute (a module's function), reversibly."""
+        self.done.append((owner, name, vars(owner).get(name, _MISSING)))
+        setattr(owner, name, value)
 
     def undo(self) -> None:
         while self.done:
@@ -1298,6 +1679,12 @@ def instrument() -> Callable[[], None]:
             patcher.wrap(getattr(streaming, f"{prefix}AsyncMessageStreamManager", None), "__aenter__", _manager_aenter)
             patcher.wrap(getattr(streaming, f"{prefix}MessageStream", None), "__init__", _helper_stream_init(True))
             patcher.wrap(getattr(streaming, f"{prefix}AsyncMessageStream", None), "__init__", _helper_stream_init(False))
+    _rt.sdk = _resolve_sdk_tracing()
+    if _rt.sdk is not None:
+        # Module globals the SDK's request() looks up at each call: for a call in replace mode the
+        # hooks hand the SDK our span and keep what it would record; any other call goes through.
+        patcher.set(_rt.sdk.module, "start_api_call_span", _sdk_start_hook)
+        patcher.set(_rt.sdk.module, "finish_api_call_span", _sdk_finish_hook)
     middleware_base = getattr(anthropic, "Middleware", None)
     base_client = _import("anthropic._base_client") if middleware_base is not None else None
     if base_client is not None and isinstance(middleware_base, type):
@@ -1308,6 +1695,7 @@ def instrument() -> Callable[[], None]:
         _rt.middleware = None
 
     def undo() -> None:
+        _rt.sdk = None
         patcher.undo()
 
     return undo

@@ -140,7 +140,7 @@ def _app_traffic(server: LocalLLMServer, tracer_provider: Any) -> None:
 
     options: dict[str, Any] = {}
     if "tracer_provider" in inspect.signature(anthropic.Anthropic).parameters:
-        options["tracer_provider"] = tracer_provider  # the SDK's own span (which we enrich) is exported too
+        options["tracer_provider"] = tracer_provider  # the call span (the SDK's, replaced or enriched by ours) is exported too
     ant = anthropic.Anthropic(
         api_key=CANARY_ANT,
         base_url=server.anthropic_base_url + f"?key={CANARY_ANT}",

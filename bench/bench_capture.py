@@ -10,6 +10,13 @@ Transports: ``inproc`` (httpx2.MockTransport, no server noise) and ``loopback`` 
 some peers (Langfuse's drop-in) patch at import time and cannot be undone.
 
 Run: ``python bench/bench_capture.py [--rounds 15] [--calls 200] [--block 10] [--transport inproc|loopback|both]``.
+
+``--dump FILE`` measures nothing: it makes every workload's call once more (and a few variants:
+tool calls, ``n`` choices, a JSON response format, reasoning, a retried attempt, a raw response, a
+call inside ``@audit``) through the instrumented SDKs and writes what was recorded — each record's
+fields and its span's name, kind, parent and attributes, with ids and timings blanked — as sorted
+JSON, so a change to the capture path can be shown to record and export exactly the same
+(``diff`` two dumps).
 Peers are measured when installed (``pip install langfuse openinference-instrumentation-openai``).
 
 wasteaudit finishes calls (reading the result, ending the span, queueing the record) on its
@@ -481,6 +488,119 @@ def summary(transport: str, figures: dict[str, Any]) -> None:
             )
 
 
+# --------------------------------------------------------------------------------------------- record dump
+_VOLATILE = {"id", "started_at", "ended_at", "duration_s", "time_to_first_chunk_s", "trace_id", "span_id", "run_id"}
+_VOLATILE_ATTRS = {"wasteaudit.call.id", "wasteaudit.run.id", "gen_ai.response.time_to_first_chunk"}
+
+
+def _plain(value: Any) -> Any:
+    """A record's field as JSON-able data (dataclasses as dicts, the SDK's models dumped)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            out[f.name] = ("<set>" if item is not None else None) if f.name in _VOLATILE else _plain(item)
+        return out
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return _plain(value.model_dump())
+    if isinstance(value, type):
+        return f"<class {value.__name__}>"
+    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
+
+
+def _dump_variants() -> list[tuple[str, str, Callable[[Any], None], list[Canned]]]:
+    """(name, sdk, call, replies served in turn) for every workload and a few variants."""
+    text = LOREM
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+    messages = [{"role": "system", "content": "You are a helpful support agent."}, {"role": "user", "content": "How do I reset my password?"}]
+    body = lambda b: Canned(json.dumps(b).encode(), False)  # noqa: E731
+    chat_tools = body(ob.chat_completion(None, tool_calls=[ob.tool_call("lookup", {"q": "reset"})], finish_reason="tool_calls", prompt_tokens=30, completion_tokens=12))
+    chat_tools.headers["x-request-id"] = "req_dump"
+    chat_n = body(ob.chat_completion([text, text[:40]], finish_reason=["stop", "length"], usage=ob.chat_usage(50, 90, cached_tokens=32, reasoning_tokens=20)))
+    reasoning = body(ob.response(None, output=[ob.reasoning_item(["think"]), ob.message_item(text)], usage=ob.responses_usage(40, 70, cached_tokens=16, reasoning_tokens=30)))
+    failed = Canned(json.dumps(ob.error_body("Server error", type="server_error")).encode(), False)
+    variants: list[tuple[str, str, Callable[[Any], None], list[Canned]]] = []
+    for title, (canned, call) in openai_workloads().items():
+        variants.append((title, "openai", call, [canned]))
+    for title, (canned, call) in anthropic_workloads().items():
+        variants.append((title, "anthropic", call, [canned]))
+    variants += [
+        ("openai chat, tool call", "openai", lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools, temperature=0.2, stop=["END"]), [chat_tools]),
+        ("openai chat, n=2, json format", "openai", lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=messages, n=2, response_format={"type": "json_object"}, max_completion_tokens=90, seed=7), [chat_n]),
+        ("openai chat, retried once", "openai", lambda c: c.with_options(max_retries=1).chat.completions.create(model="gpt-4o-mini", messages=messages), [failed, openai_workloads()["openai chat"][0]]),
+        ("openai chat, raw response", "openai", lambda c: c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages).parse(), [openai_workloads()["openai chat"][0]]),
+        ("openai chat stream, usage asked for the app", "openai", lambda c: [None for _ in c.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)], [openai_workloads()["openai chat stream (~20 chunks)"][0]]),
+        ("openai responses, reasoning and instructions", "openai", lambda c: c.responses.create(model="o4-mini", input=messages, instructions="Be brief.", reasoning={"effort": "low"}), [reasoning]),
+    ]
+    return variants
+
+
+def dump_records(path: str) -> None:
+    """Record every workload and variant once through the instrumented SDKs; write the records and spans."""
+    import anthropic
+    import openai
+
+    import wasteaudit
+    from wasteaudit._internal import tracing
+    from wasteaudit.testing import capture, capture_spans
+
+    anthropic_http = _sdk_http("anthropic")
+    wasteaudit.instrument()
+    out: dict[str, Any] = {}
+    for name, sdk, call, replies in _dump_variants():
+        served = iter(replies * 2)
+        if sdk == "openai":
+
+            def send(request: Any, served: Any = served, replies: list[Canned] = replies) -> Any:
+                # a span made inside the call (as an HTTP client instrumentation would) must be our span's child
+                with tracing.tracer().start_as_current_span("transport send"):
+                    return next(served).httpx(request) if len(replies) == 1 else _status_first(next(served), request)
+
+            client: Any = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="sk-bench", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(send)))
+        else:
+            client = anthropic.Anthropic(base_url="http://127.0.0.1:9", api_key="sk-ant-bench", max_retries=0, http_client=anthropic_http.Client(transport=anthropic_http.MockTransport(lambda r: next(served).httpx(r))))
+        for audited in (False, True) if name == "openai chat" else (False,):
+            with capture() as records, capture_spans() as spans:
+                if audited:
+                    wasteaudit.audit(name="dump_run")(lambda: call(client))()
+                else:
+                    call(client)
+                calls = [r for r in records.calls]
+                finished = spans.spans
+            key = name + (" (inside @audit)" if audited else "")
+            span_ids = {s.context.span_id: s.name for s in finished}
+            out[key] = {
+                "records": [_plain(r) for r in calls],
+                "spans": [
+                    {
+                        "name": s.name,
+                        "kind": str(s.kind),
+                        "parent": span_ids.get(s.parent.span_id, "(outside)") if s.parent is not None else None,
+                        "status": str(s.status.status_code),
+                        "attributes": {k: _plain(v) for k, v in sorted(s.attributes.items()) if k not in _VOLATILE_ATTRS},
+                        "volatile attributes present": sorted(k for k in s.attributes if k in _VOLATILE_ATTRS),
+                    }
+                    for s in finished
+                ],
+            }
+        client.close()
+    Path(path).write_text(json.dumps(out, indent=1, sort_keys=True, default=repr))
+    print(f"dumped {len(out)} workloads to {path}")
+
+
+def _status_first(canned: Canned, request: Any) -> Any:
+    """The first reply of a retried call is a 500 (an error body), the next one a success."""
+    if b"error" in canned.body[:20]:
+        return httpx2.Response(500, content=canned.body, headers={"content-type": "application/json"}, request=request)
+    return canned.httpx(request)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
@@ -491,6 +611,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--compare-inline", action="store_true", help="also measure wasteaudit finishing calls on the calling thread")
     parser.add_argument("--gc", action="store_true", help="leave the garbage collector on while timing")
+    parser.add_argument("--dump", help="measure nothing: write every workload's records and span attributes to this file")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
     import warnings
@@ -505,6 +626,12 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="wasteaudit-bench-")
     wasteaudit.configure(database_url=f"sqlite:///{tmp}/capture.db", content_mode="full")
+    if args.dump:
+        os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "true"
+        wasteaudit.configure(database_url=f"sqlite:///{tmp}/capture.db", content_mode="full")
+        dump_records(args.dump)
+        wasteaudit.shutdown()
+        return
     provider = _tracer_provider()
     openai_classes = _classes(OPENAI_MODULES)
     anthropic_classes = _classes(ANTHROPIC_MODULES)

@@ -423,3 +423,13 @@ def test_no_content_on_spans_by_default(oai, llm_server, records, spans):
     oai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert not any(key.startswith(("gen_ai.input", "gen_ai.output.messages")) for key in spans.spans[-1].attributes)
     assert only_call(records).choices[0].text == "secret answer"  # kept in the record for scoring
+
+
+def test_span_carries_the_requested_output_type(oai, llm_server, records, spans):
+    llm_server.enqueue(Reply(json=ob.chat_completion('{"a": 1}')), Reply(json=ob.chat_completion("plain")), Reply(json=ob.chat_completion("any")))
+    client = oai()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, response_format={"type": "json_object"})
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, response_format={"type": "text"})
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [s.attributes.get("gen_ai.output.type") for s in spans.spans[-3:]] == ["json", "text", None]
+    assert [c.output_type for c in records.calls] == ["json", "text", None]

@@ -279,6 +279,9 @@ class CallTracker:
         if late:
             late.update(attrs)
             attrs = late
+        output_type = self.record.output_type  # read from the request after the span started
+        if output_type and self.own_span and sc.OUTPUT_TYPE not in attrs:
+            attrs[sc.OUTPUT_TYPE] = output_type
         settings = get_settings()
         if settings.capture_content_on_spans:
             from wasteaudit._internal.content import apply_content_policy

@@ -208,7 +208,7 @@ def test_host_specific_usage_extras_are_kept_without_breaking_the_counts(llm, re
     assert (gemini.output_tokens, gemini.output_reasoning_tokens) == (40, 30)
 
 
-def test_groq_stream_usage_in_x_groq_does_not_break_the_stream(llm, records):
+def test_groq_stream_usage_in_x_groq_is_recorded_and_the_stream_is_unchanged(llm, records):
     base = {"id": "chatcmpl-groq", "object": "chat.completion.chunk", "created": 1730000000, "model": "llama-3.3-70b-versatile", "system_fingerprint": "fp_groq"}
     events = [
         _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}], "x_groq": {"id": "req_01"}}),
@@ -223,8 +223,8 @@ def test_groq_stream_usage_in_x_groq_does_not_break_the_stream(llm, records):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi"
     (call,) = records.calls
     assert call.provider == "groq" and call.finish_reasons == ["stop"] and call.stream_state == "completed"
-    # api.groq.com is not on stream_usage_hosts, so include_usage is not injected; usage, if any, is Groq's own extension
-    assert call.usage_source in ("missing", "provider")
+    # api.groq.com is not on stream_usage_hosts, so include_usage is not injected: usage is Groq's own extension
+    assert call.usage_source == "provider" and (call.input_tokens, call.output_tokens) == (12, 1)
 
 
 @pytest.mark.parametrize(

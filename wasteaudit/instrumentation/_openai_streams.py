@@ -115,6 +115,8 @@ class ChatStreamObserver:
                         acc.reasoning.append(reasoning)
                 if finish is not None:
                     acc.finish = finish
+                    if self.usage is None:
+                        self._host_usage(chunk)
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
@@ -122,6 +124,15 @@ class ChatStreamObserver:
                 self.hidden += 1
                 return False
         return True
+
+    def _host_usage(self, chunk: Any) -> None:
+        """Usage a host puts in its own extension of the finishing chunk (Groq: ``x_groq.usage``);
+        a standard usage chunk that follows replaces it. Read once per choice's end, not per chunk."""
+        extra = getattr(chunk, "__pydantic_extra__", None)
+        host = extra.get("x_groq") if type(extra) is dict else None
+        usage = host.get("usage") if type(host) is dict else None
+        if type(usage) is dict:
+            self.usage = usage
 
     def _ids(self, chunk: Any) -> None:
         """Response id, model and tier from the first chunk that has them (Azure's first is blank)."""

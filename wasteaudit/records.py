@@ -81,6 +81,9 @@ class CallRecord:
     ended_at: float | None = None
     duration_s: float | None = None
     time_to_first_chunk_s: float | None = None
+    # arrival times (perf_counter) of a stream's chunks, kept only while OpenTelemetry metrics are
+    # recorded (``gen_ai.client.operation.time_per_output_chunk``); never stored
+    chunk_times: list[float] | None = None
     # request parameters that matter for waste and duplicate detection (max_tokens, n, temperature, ...)
     request_params: dict[str, Any] = field(default_factory=dict)
     output_type: str | None = None

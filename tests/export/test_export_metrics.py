@@ -70,6 +70,28 @@ def test_a_stream_records_time_to_first_chunk_and_a_plain_call_does_not(oai, llm
     assert point.attributes["gen_ai.operation.name"] == "chat" and point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
 
 
+def test_a_stream_records_the_time_between_its_chunks(oai, llm_server, metric_reader, records):
+    llm_server.enqueue(Reply(json=ob.chat_completion("Plain")))
+    oai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert points(metric_reader, "gen_ai.client.operation.time_per_output_chunk") == []
+
+    llm_server.enqueue(Reply(sse=ob.chat_chunks(["Hel", "lo", "!"]), event_delay_s=0.03))
+    chunks = list(oai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    metric_ = metric(metric_reader, "gen_ai.client.operation.time_per_output_chunk")
+    (point,) = metric_.data.data_points
+    call = records.calls[-1]
+    assert metric_.unit == "s" and tuple(point.explicit_bounds) == wm.CHUNK_INTERVAL_BUCKETS
+    assert point.count == len(chunks) - 1 == call.chunks - 1  # every chunk after the first
+    assert point.min >= 0.02 and point.sum <= call.duration_s  # the server's 30 ms pace
+    assert point.attributes["gen_ai.operation.name"] == "chat" and point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+
+
+def test_chunks_are_not_timed_without_metrics(oai, llm_server, records):
+    llm_server.enqueue(Reply(sse=ob.chat_chunks(["Hel", "lo"])))
+    list(oai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    assert records.calls[-1].chunk_times is None
+
+
 def test_a_failed_call_records_duration_with_error_type_and_no_token_usage(oai, llm_server, metric_reader):
     llm_server.enqueue(Reply(status=400, json={"error": {"message": "bad", "type": "invalid_request_error", "code": None}}))
     with pytest.raises(openai.BadRequestError):
@@ -276,4 +298,5 @@ def test_prometheus_names_follow_the_collector_translation():
     assert "wasteaudit_waste_tokens_total" in series and "wasteaudit_waste_cost_total" in series
     assert "wasteaudit_quality_score_sum" in series and "wasteaudit_records_dropped_total" in series
     assert "gen_ai_client_operation_time_to_first_chunk_seconds_bucket" in series
-    assert len(series) == 3 + 3 + 3 + 1 + 1 + 3 + 1
+    assert "gen_ai_client_operation_time_per_output_chunk_seconds_bucket" in series
+    assert len(series) == 3 + 3 + 3 + 3 + 1 + 1 + 3 + 1

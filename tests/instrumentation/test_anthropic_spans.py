@@ -9,6 +9,7 @@ from opentelemetry.trace import StatusCode
 
 from anthropic_support import *  # noqa: F403 - fixtures (shared server)
 from anthropic_support import KW, MODEL, RICH_INPUT_TOTAL, SDK_TRACES, async_client, instrumented, needs_sdk_tracing, rich_message, sync_client
+from wasteaudit.localllm import Reply
 from wasteaudit.localllm import anthropic_bodies as ab
 
 SDK_SPAN = "anthropic.messages.create"
@@ -230,3 +231,29 @@ def test_client_built_before_instrumenting_is_recorded_with_our_span(records, ll
     assert any("attempts unknown" in gap for gap in call.gaps)
     assert call.output_tokens == 50 and call.input_tokens == RICH_INPUT_TOTAL
     assert _only_span(spans).name == OUR_SPAN
+
+
+def test_an_anthropic_stream_records_the_time_between_its_chunks(records, llm_server):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from wasteaudit.export import _state
+    from wasteaudit.export.metrics import stop_recording, use_meter_provider
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    use_meter_provider(provider)
+    try:
+        with instrumented():
+            client = sync_client(llm_server)
+            llm_server.enqueue(Reply(sse=ab.stream_events(rich_message(), pings=False)))
+            with client.messages.create(**KW, stream=True) as stream:
+                events = list(stream)
+        metrics = {m.name: m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    finally:
+        stop_recording()
+        provider.shutdown()
+        _state.reset_counters()
+    (point,) = metrics["gen_ai.client.operation.time_per_output_chunk"].data.data_points
+    call = records.calls[-1]
+    assert point.count == len(events) - 1 == call.chunks - 1 and point.attributes["gen_ai.provider.name"] == "anthropic"

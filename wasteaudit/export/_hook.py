@@ -29,6 +29,11 @@ def call_finished(record: Any) -> None:
     recorder.record_call(record)
 
 
+def metrics_active() -> bool:
+    """Whether calls' metrics are recorded (a real MeterProvider is configured)."""
+    return _state.recorder is not None or activate_from_global() is not None
+
+
 def activate_from_global() -> Any:
     """The recorder for the global MeterProvider, created on first sight of a real one; else None."""
     global _metrics_api, _api_internal, _env_provider

@@ -63,6 +63,9 @@ DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64,
 #: Streaming latency (``gen_ai.client.operation.time_to_first_chunk``), seconds: the boundaries the
 #: GenAI conventions give their time-to-first-token histogram (dense below one second).
 FIRST_CHUNK_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: Streaming pace (``gen_ai.client.operation.time_per_output_chunk``), seconds: the boundaries the
+#: GenAI conventions give their time-per-output-token histogram.
+CHUNK_INTERVAL_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 #: Quality scores live in [0, 1].
 SCORE_BUCKETS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -106,6 +109,14 @@ TIME_TO_FIRST_CHUNK = MetricSpec(
     _CALL_ATTRS,
     FIRST_CHUNK_BUCKETS,
 )
+TIME_PER_OUTPUT_CHUNK = MetricSpec(
+    "gen_ai.client.operation.time_per_output_chunk",
+    "histogram",
+    "s",
+    "Time between a streamed response's consecutive chunks, for each chunk after the first.",
+    _CALL_ATTRS,
+    CHUNK_INTERVAL_BUCKETS,
+)
 WASTE_TOKENS = MetricSpec(
     "wasteaudit.waste.tokens",
     "counter",
@@ -136,7 +147,7 @@ RECORDS_DROPPED = MetricSpec(
     (DROP_CAUSE,),
 )
 
-METRICS: tuple[MetricSpec, ...] = (TOKEN_USAGE, OPERATION_DURATION, TIME_TO_FIRST_CHUNK, WASTE_TOKENS, WASTE_COST, QUALITY_SCORE, RECORDS_DROPPED)
+METRICS: tuple[MetricSpec, ...] = (TOKEN_USAGE, OPERATION_DURATION, TIME_TO_FIRST_CHUNK, TIME_PER_OUTPUT_CHUNK, WASTE_TOKENS, WASTE_COST, QUALITY_SCORE, RECORDS_DROPPED)
 
 # --- Prometheus names ---------------------------------------------------------------------------
 
@@ -230,6 +241,7 @@ class MetricsRecorder:
         self._tokens = self._histogram(meter, TOKEN_USAGE)
         self._duration = self._histogram(meter, OPERATION_DURATION)
         self._first_chunk = self._histogram(meter, TIME_TO_FIRST_CHUNK)
+        self._chunk_interval = self._histogram(meter, TIME_PER_OUTPUT_CHUNK)
         self._waste_tokens = meter.create_counter(WASTE_TOKENS.name, unit=WASTE_TOKENS.unit, description=WASTE_TOKENS.description)
         self._waste_cost = meter.create_counter(WASTE_COST.name, unit=WASTE_COST.unit, description=WASTE_COST.description)
         self._quality = self._histogram(meter, QUALITY_SCORE)
@@ -266,6 +278,13 @@ class MetricsRecorder:
         first_chunk = getattr(record, "time_to_first_chunk_s", None)
         if first_chunk is not None:  # streamed calls that received a chunk
             self._first_chunk.record(first_chunk, attrs)
+        times = getattr(record, "chunk_times", None)
+        if times and len(times) > 1:  # each chunk after the first: the time since the one before
+            interval = self._chunk_interval.record
+            previous = times[0]
+            for at in times[1:]:
+                interval(at - previous, attrs)
+                previous = at
         if record.usage_source == "provider":
             # billed usage only: an estimate or a missing count is not reported (GenAI conventions)
             if record.input_tokens is not None:

@@ -10,11 +10,13 @@ exit, or garbage collection of an abandoned stream.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import time
+from typing import Any, Callable, Protocol
 
 import wrapt
 
 from wasteaudit._internal.safety import internal_error
+from wasteaudit.export import _hook as export_hook
 
 
 class StreamObserver(Protocol):
@@ -37,6 +39,29 @@ def _end_once(observer: StreamObserver, state: list[bool], error: BaseException 
         internal_error("streams.on_end", exc)
 
 
+def _timed(observer: StreamObserver) -> Callable[[Any], Any]:
+    """``observer.on_item``, noting each chunk's arrival on the call's record while metrics are
+    recorded (``time_per_output_chunk``); untouched, and free per chunk, otherwise."""
+    on_item = observer.on_item
+    try:
+        tracker = getattr(observer, "tracker", None) or getattr(getattr(observer, "call", None), "tracker", None)
+        record = getattr(tracker, "record", None)
+        if record is None or not export_hook.metrics_active():
+            return on_item
+        times: list[float] = []
+        record.chunk_times = times
+    except Exception as exc:
+        internal_error("streams.timing", exc)
+        return on_item
+    note, clock = times.append, time.perf_counter
+
+    def timed(item: Any) -> Any:
+        note(clock())
+        return on_item(item)
+
+    return timed
+
+
 def _collected(proxy: Any) -> None:
     try:
         state = proxy._self_state
@@ -52,7 +77,7 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)
         self._self_observer = observer
-        self._self_on_item = observer.on_item
+        self._self_on_item = _timed(observer)
         self._self_state = [False]
 
     def _self_end(self, error: BaseException | None, exhausted: bool) -> None:
@@ -109,7 +134,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
     def __init__(self, wrapped: Any, observer: StreamObserver) -> None:
         super().__init__(wrapped)
         self._self_observer = observer
-        self._self_on_item = observer.on_item
+        self._self_on_item = _timed(observer)
         self._self_state = [False]
 
     def _self_end(self, error: BaseException | None, exhausted: bool) -> None:

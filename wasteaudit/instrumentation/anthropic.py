@@ -949,7 +949,7 @@ class _SyncProxy(SyncStreamProxy):
             self._self_end(exc, False)
             raise
         try:
-            self._self_observer.on_item(item)
+            self._self_on_item(item)
         except Exception as exc:
             internal_error("streams.on_item", exc)
         return item
@@ -974,7 +974,7 @@ class _AsyncProxy(AsyncStreamProxy):
             self._self_end(exc, False)
             raise
         try:
-            self._self_observer.on_item(item)
+            self._self_on_item(item)
         except Exception as exc:
             internal_error("streams.on_item", exc)
         return item

@@ -129,10 +129,13 @@ def _cells(
     cube: Iterable[metrics.CubeRow], waste: Iterable[metrics.WasteRow], key: Callable[[tuple[str, ...]], Any]
 ) -> dict[Any, _Cell]:
     out: dict[Any, _Cell] = {}
-    for row in cube:
-        out.setdefault(key(row.key), _Cell()).add_calls(row)
-    for wrow in waste:
-        out.setdefault(key(wrow.key), _Cell()).add_waste(wrow)
+    for rows, add in ((cube, _Cell.add_calls), (waste, _Cell.add_waste)):
+        for row in rows:
+            k = key(row.key)
+            cell = out.get(k)
+            if cell is None:  # (not setdefault: a _Cell per row would be built and dropped)
+                cell = out[k] = _Cell()
+            add(cell, row)  # type: ignore[arg-type]
     return out
 
 
@@ -331,8 +334,8 @@ def _reading(engine: Engine) -> Iterator[Connection]:
 def _read_rollup_runs(engine: Engine, span: metrics.Span, settings: Settings, period: int) -> RunTable:
     table = RunTable(settings, period=period)
     with _reading(engine) as conn:
-        for chunk in rollups.run_rows(conn, span, period=period):
-            table.add_chunk(chunk)
+        for arrays in rollups.run_arrays(conn, span, period=period):
+            table.add_arrays(arrays)
     return table
 
 
@@ -342,10 +345,14 @@ def _read_runs(
     current_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=1)
     previous_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=0)
     with _reading(engine) as conn:
-        chunks = rollups.run_rows(conn, span) if from_rollups else metrics.run_rows(conn, span, with_tags=with_tags)
-        for chunk in chunks:
-            current_runs.add_chunk(chunk)
-            previous_runs.add_chunk(chunk)
+        if from_rollups:
+            for arrays in rollups.run_arrays(conn, span):
+                current_runs.add_arrays(arrays)
+                previous_runs.add_arrays(arrays)
+        else:
+            for chunk in metrics.run_rows(conn, span, with_tags=with_tags):
+                current_runs.add_chunk(chunk)
+                previous_runs.add_chunk(chunk)
     return current_runs, previous_runs
 
 
@@ -436,39 +443,29 @@ def _collect(
 # --- gates ----------------------------------------------------------------------------------------
 
 
-def _names(table: RunTable) -> np.ndarray:
-    return np.array(table.keys("function") or [""], dtype=object)
-
-
-def _canonical(table: RunTable, q: np.ndarray, functions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Runs sorted by (function name, q)."""
-    if not len(q):
-        return q, functions
-    names = table.keys("function")
-    rank = np.empty(len(names), dtype=np.int64)
-    rank[sorted(range(len(names)), key=lambda i: str(names[i]))] = np.arange(len(names))
-    order = np.lexsort((q, rank[functions]))
-    return q[order], functions[order]
-
-
 def _gate(
     a: RunTable, a_dim: str, a_key: Any, b: RunTable, b_dim: str, b_key: Any, settings: Settings, label: str,
     *, bound: bool = True,
 ) -> Gate:
-    qa, fa = a.quality_sample(a_dim, a_key)
-    qb, fb = b.quality_sample(b_dim, b_key)
-    # The resamples draw runs by position: put the runs in a canonical order (function name, q),
+    # The resamples draw runs by position: the runs come in a canonical order (function name, q),
     # so the bounds do not depend on the order the database returned the runs in.
-    qa, fa = _canonical(a, qa, fa)
-    qb, fb = _canonical(b, qb, fb)
-    sa = _names(a)[fa].astype(str) if len(fa) else np.array([], dtype=str)
-    sb = _names(b)[fb].astype(str) if len(fb) else np.array([], dtype=str)
+    qa, fa = a.quality_sample(a_dim, a_key, canonical=True)
+    qb, fb = b.quality_sample(b_dim, b_key, canonical=True)
+    # Strata are functions, compared by name across the two tables: one integer code per name,
+    # in name order (the order the strata are drawn in).
+    names_a = [str(n) for n in a.keys("function")]
+    names_b = [str(n) for n in b.keys("function")]
+    names = sorted(set(names_a) | set(names_b))
+    code = {name: i for i, name in enumerate(names)}
+    sa = np.array([code[n] for n in names_a], dtype=np.int64)[fa] if len(fa) else np.zeros(0, dtype=np.int64)
+    sb = np.array([code[n] for n in names_b], dtype=np.int64)[fb] if len(fb) else np.zeros(0, dtype=np.int64)
     return noninferiority(
         qa,
         sa,
         qb,
         sb,
         key=label,
+        strata_names=names,
         tau=settings.tau,
         delta=settings.delta,
         confidence=settings.confidence,

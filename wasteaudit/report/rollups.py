@@ -359,29 +359,31 @@ def run_arrays(
     # columns of plain numbers at C speed, while one None sends it through Python per value.
     # A row's cost (waste) is missing unless all its calls are priced (scored): a run's is then
     # missing if any of its rows' is, which a plain sum gives (NaN propagates).
-    stmt = select(
-        period_col, t.run_id, t.function, t.provider, t.request_model, t.response_model,
+    columns = [
+        t.run_id, t.function, t.provider, t.request_model, t.response_model,
         func.coalesce(t.t, -1), case((t.n_priced == t.n, t.c), else_=-1.0), case((t.n_scored == t.n, t.w), else_=-1),
-        t.observable, func.coalesce(t.q, -1.0), t.failed,
-    ).where(_span_where(r_runs, span))
-    if period is not None:  # one period only (1: the current one)
+        func.coalesce(t.q, -1.0),
+        case((t.failed, 2), else_=0) + case((t.observable, 1), else_=0),  # two flags, one small integer
+    ]
+    if period is not None:  # one period only (1: the current one): no period column
         split = _day_of(span.split)
-        stmt = stmt.where(t.day >= split if period else t.day < split).order_by(run_id)
+        stmt = select(*columns).where(_span_where(r_runs, span), t.day >= split if period else t.day < split).order_by(run_id)
     else:
-        stmt = stmt.order_by(period_col, run_id)
+        stmt = select(*columns, period_col).where(_span_where(r_runs, span)).order_by(period_col, run_id)
     nulls_first = dialect != "postgresql"  # how ORDER BY ranks a missing model name (metrics.run_rows)
+    last_of = (lambda row: row[0]) if period is not None else (lambda row: (row[-1], row[0]))  # noqa: E731
     carry: list[Any] = []
     for part in _raw_rows(conn, stmt, chunk_size):
         rows = carry + part if carry else part
-        last = (rows[-1][0], rows[-1][1])
+        last = last_of(rows[-1])
         cut = len(rows)
-        while cut > 0 and (rows[cut - 1][0], rows[cut - 1][1]) == last:
+        while cut > 0 and last_of(rows[cut - 1]) == last:
             cut -= 1  # the last run may go on in the next part
         rows, carry = rows[:cut], rows[cut:]
         if rows:
-            yield _run_arrays(rows, nulls_first)
+            yield _run_arrays(rows, nulls_first, period)
     if carry:
-        yield _run_arrays(carry, nulls_first)
+        yield _run_arrays(carry, nulls_first, period)
 
 
 def run_rows(
@@ -421,31 +423,33 @@ def _as_chunk(a: metrics.RunArrays) -> metrics.RunChunk:
     )
 
 
-def _run_arrays(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunArrays:
-    """Rollup rows of whole runs, in (period, run) order, to runs and (run, model) entries."""
+def _run_arrays(rows: list[tuple[Any, ...]], nulls_first: bool, period: int | None) -> metrics.RunArrays:
+    """Rollup rows of whole runs, in (period, run) order, to runs and (run, model) entries
+    (``period``: the rows' period, or None when it is their last column)."""
     cols = list(zip(*rows))
     count = len(rows)
-    periods = np.array(cols[0], dtype=np.int8)
-    ids = np.array(cols[1], dtype=object)
+    periods = np.full(count, period, dtype=np.int8) if period is not None else np.array(cols[10], dtype=np.int8)
+    ids = np.array(cols[0], dtype=object)
     starts = np.ones(count, dtype=bool)
     starts[1:] = (ids[1:] != ids[:-1]) | (periods[1:] != periods[:-1])
     run_no = np.cumsum(starts) - 1
     # (function, provider, request model, response model) of each row, as a small integer.
-    key_index: dict[tuple[Any, ...], int] = dict.fromkeys(zip(cols[2], cols[3], cols[4], cols[5]))  # type: ignore[arg-type]
+    key_index: dict[tuple[Any, ...], int] = dict.fromkeys(zip(cols[1], cols[2], cols[3], cols[4]))  # type: ignore[arg-type]
     for i, k in enumerate(key_index):
         key_index[k] = i
-    key = np.fromiter(map(key_index.__getitem__, zip(cols[2], cols[3], cols[4], cols[5])), dtype=np.int64, count=count)
+    key = np.fromiter(map(key_index.__getitem__, zip(cols[1], cols[2], cols[3], cols[4])), dtype=np.int64, count=count)
     cell_index: dict[tuple[Any, ...], int] = {}
     function_index: dict[Any, int] = {}
     key_cell = np.array([cell_index.setdefault(k[1:], len(cell_index)) for k in key_index], dtype=np.int64)
     key_function = np.array([function_index.setdefault(k[0], len(function_index)) for k in key_index], dtype=np.int64)
     cells = list(cell_index)  # (provider, request model, response model)
     functions = list(function_index)
-    col = {name: _nan(cols[i]) for name, i in (("t", 6), ("c", 7), ("w", 8), ("q", 10))}
+    col = {name: _nan(cols[i]) for name, i in (("t", 5), ("c", 6), ("w", 7), ("q", 8))}
     for name in ("t", "c", "w", "q"):
         col[name][col[name] < 0] = np.nan
-    obs = np.array(cols[9], dtype=bool)  # NULL (no run row) is False
-    failed = np.array(cols[11], dtype=bool)
+    flags = np.array(cols[9], dtype=np.int8)
+    obs = (flags & 1) > 0  # NULL (no run row) is False
+    failed = (flags & 2) > 0
     # min(function) per group, by the functions' sort order (None after any name: SQL min skips NULL).
     named = sorted(f for f in functions if f is not None)
     f_rank = np.array([len(named) if f is None else named.index(f) for f in functions], dtype=np.int64)

@@ -1,6 +1,8 @@
 """Run-level figures: quality and the Goodhart-resistant efficiency ratios (DESIGN §4).
 
-Input is the stream of one-row-per-run chunks from :func:`wasteaudit.report.metrics.run_rows`.
+Input is the stream of one-row-per-run chunks from :func:`wasteaudit.report.metrics.run_rows`
+(:meth:`RunTable.add_chunk`), or runs as numpy columns from the rollups
+(:func:`wasteaudit.report.rollups.run_arrays`, :meth:`RunTable.add_arrays`: the same sums).
 Exact sums per group (function, model, provider, tag, total) are accumulated chunk by chunk
 with numpy (``bincount``), so nothing is kept per call and the sums are exact however many
 runs there are. The per-run values that the length-controlled figure and the bootstrap gates

@@ -114,14 +114,15 @@ def current_revision(engine: Engine) -> str | None:
     Read with one query on the version table (what alembic's ``MigrationContext`` reads), so
     opening a database for a report does not import alembic (a third of a cold start's imports).
     """
-    from sqlalchemy import inspect, text
+    from sqlalchemy import column, inspect, select, table
     from sqlalchemy.exc import SQLAlchemyError
 
+    version = table(VERSION_TABLE, column("version_num"))
     try:
         with engine.connect() as connection:
             if not inspect(connection).has_table(VERSION_TABLE):
                 return None
-            rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+            rows = connection.execute(select(version.c.version_num)).scalars().all()
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the schema version of {safe_url(engine.url)}: {describe_error(exc)}") from None
     if len(rows) > 1:

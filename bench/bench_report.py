@@ -18,6 +18,9 @@ previous period) is built and rendered as JSON three times; the first (cold proc
 cache) and the best of the other two are printed with their CPU time (both threads), then the
 process's peak RSS and the peak of Python allocations (tracemalloc, in one extra run). A second measurement over the whole
 4 weeks (4x the calls) shows how memory scales.
+
+Figures and how they were taken (A/B rounds against the previous code on a loaded machine,
+CPU medians; the quiet-machine baseline): docs/report.md §13.
 """
 
 from __future__ import annotations

@@ -252,3 +252,21 @@ def test_the_normal_limit_for_large_sides_matches_plain_resampling(monkeypatch: 
     assert fast.delta_quality == exact.delta_quality
     assert fast.delta_quality_lower == pytest.approx(exact.delta_quality_lower, abs=0.002)
     assert fast.delta_success_lower == pytest.approx(exact.delta_success_lower, abs=0.004)
+
+
+def test_functions_as_integer_codes_in_name_order_give_the_same_gate_as_names() -> None:
+    # The report passes strata as codes (name order) with their names: same strata, same draws.
+    rng = np.random.default_rng(5)
+    names = ["zeta", "alpha", "mid", "beta"]
+    a_names = rng.choice(names, 900)
+    b_names = rng.choice(names[:3], 700)  # "beta" only on one side: not a shared stratum
+    a = np.clip(rng.normal(0.75, 0.2, 900), 0, 1)
+    b = np.clip(rng.normal(0.70, 0.2, 700), 0, 1)
+    order = sorted(names)
+    code = {name: i for i, name in enumerate(order)}
+    by_name = noninferiority(a, a_names, b, b_names, key="codes")
+    by_code = noninferiority(
+        a, np.array([code[n] for n in a_names]), b, np.array([code[n] for n in b_names]), key="codes", strata_names=order
+    )
+    assert by_code.to_json() == by_name.to_json()
+    assert by_name.strata == ["alpha", "mid", "zeta"] and by_name.delta_quality_lower is not None

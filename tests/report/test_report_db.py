@@ -366,6 +366,23 @@ def test_a_database_without_wasteaudit_tables_is_an_error(tmp_path: Any) -> None
     assert {r[0] for r in sqlite3.connect(path).execute("select name from sqlite_master")} == {"app"}
 
 
+def test_opening_a_database_for_a_report_reads_its_revision_without_importing_alembic(url: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from wasteaudit.report import open_report_engine\n"
+        "from wasteaudit.storage.schema import head_revision\n"
+        f"engine = open_report_engine({url!r})\n"
+        "assert 'alembic' not in sys.modules, 'alembic imported'\n"
+        "from wasteaudit.storage.schema import current_revision\n"
+        "assert current_revision(engine) == head_revision()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_both_lookup_strategies_give_the_same_run_rows(url: str) -> None:
     engine = create_engine_for(url)
     try:

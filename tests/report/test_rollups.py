@@ -157,8 +157,11 @@ def test_the_rollup_passes_return_the_same_cells_and_run_rows_as_the_call_passes
 
         expected = rows(metrics.run_rows(conn, span))
         assert rows(rollups.run_rows(conn, span)) == expected
-        # Runs cut across read chunks, and one period at a time, give the same rows.
+        # Runs cut across read chunks, and one period at a time, give the same rows; reads of one
+        # row (each run alone: the one-row-per-run path and the grouping path) too.
         assert rows(rollups.run_rows(conn, span, chunk_size=3)) == expected
+        assert rows(rollups.run_rows(conn, span, chunk_size=1)) == expected
+        assert any(len(set(a.cell_run.tolist())) < len(a.cell_run) for a in rollups.run_arrays(conn, span))  # runs of 2 models
         assert sorted(rows(rollups.run_rows(conn, span, period=0, chunk_size=5)) + rows(rollups.run_rows(conn, span, period=1)), key=repr) == expected
 
 

@@ -108,13 +108,14 @@ def noninferiority(
     """Is B non-inferior to A in quality and success rate? (see the module docstring)."""
     a_q, b_q = np.asarray(a_q, dtype=float), np.asarray(b_q, dtype=float)
     a_strata, b_strata = np.asarray(a_strata), np.asarray(b_strata)
-    shared = sorted(set(np.unique(a_strata).tolist()) & set(np.unique(b_strata).tolist()))
+    by_a, by_b = _by_stratum(a_q, a_strata), _by_stratum(b_q, b_strata)
+    shared = sorted(set(by_a) & set(by_b))
     rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(key.encode("utf-8"))])
 
     groups: list[tuple[Any, np.ndarray, np.ndarray]] = []
     for stratum in shared:
-        qa = a_q[a_strata == stratum]
-        qb = b_q[b_strata == stratum]
+        qa = by_a[stratum]
+        qb = by_b[stratum]
         if len(qa) >= min_per_stratum and len(qb) >= min_per_stratum:
             groups.append((stratum, qa, qb))
     # Huge sides are subsampled to at most max_runs runs, each stratum keeping its share.
@@ -169,6 +170,18 @@ def noninferiority(
             worse.append(f"success-rate change lower bound {gate.delta_success_lower:+.3f}")
         gate.reason = " and ".join(worse) + f" below -{delta:g}"
     return gate
+
+
+def _by_stratum(values: np.ndarray, strata: np.ndarray) -> dict[Any, np.ndarray]:
+    """The values of each stratum, in their given order (one stable sort, not a mask per stratum)."""
+    if not len(strata):
+        return {}
+    order = np.argsort(strata, kind="stable")
+    ordered = strata[order]
+    cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    starts = np.concatenate(([0], cuts)).tolist()
+    ends = np.concatenate((cuts, [len(ordered)])).tolist()
+    return {ordered[i].item(): values[order[i:j]] for i, j in zip(starts, ends)}
 
 
 #: From this many runs on, a side's resampled means are drawn from their normal limit.

@@ -129,10 +129,13 @@ def _cells(
     cube: Iterable[metrics.CubeRow], waste: Iterable[metrics.WasteRow], key: Callable[[tuple[str, ...]], Any]
 ) -> dict[Any, _Cell]:
     out: dict[Any, _Cell] = {}
-    for row in cube:
-        out.setdefault(key(row.key), _Cell()).add_calls(row)
-    for wrow in waste:
-        out.setdefault(key(wrow.key), _Cell()).add_waste(wrow)
+    for rows, add in ((cube, _Cell.add_calls), (waste, _Cell.add_waste)):
+        for row in rows:
+            k = key(row.key)
+            cell = out.get(k)
+            if cell is None:  # (not setdefault: a _Cell per row would be built and dropped)
+                cell = out[k] = _Cell()
+            add(cell, row)  # type: ignore[arg-type]
     return out
 
 
@@ -331,8 +334,8 @@ def _reading(engine: Engine) -> Iterator[Connection]:
 def _read_rollup_runs(engine: Engine, span: metrics.Span, settings: Settings, period: int) -> RunTable:
     table = RunTable(settings, period=period)
     with _reading(engine) as conn:
-        for chunk in rollups.run_rows(conn, span, period=period):
-            table.add_chunk(chunk)
+        for arrays in rollups.run_arrays(conn, span, period=period):
+            table.add_arrays(arrays)
     return table
 
 
@@ -342,10 +345,14 @@ def _read_runs(
     current_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=1)
     previous_runs = RunTable(settings, tag_key=tag_key, with_tags=with_tags, period=0)
     with _reading(engine) as conn:
-        chunks = rollups.run_rows(conn, span) if from_rollups else metrics.run_rows(conn, span, with_tags=with_tags)
-        for chunk in chunks:
-            current_runs.add_chunk(chunk)
-            previous_runs.add_chunk(chunk)
+        if from_rollups:
+            for arrays in rollups.run_arrays(conn, span):
+                current_runs.add_arrays(arrays)
+                previous_runs.add_arrays(arrays)
+        else:
+            for chunk in metrics.run_rows(conn, span, with_tags=with_tags):
+                current_runs.add_chunk(chunk)
+                previous_runs.add_chunk(chunk)
     return current_runs, previous_runs
 
 
@@ -436,39 +443,29 @@ def _collect(
 # --- gates ----------------------------------------------------------------------------------------
 
 
-def _names(table: RunTable) -> np.ndarray:
-    return np.array(table.keys("function") or [""], dtype=object)
-
-
-def _canonical(table: RunTable, q: np.ndarray, functions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Runs sorted by (function name, q)."""
-    if not len(q):
-        return q, functions
-    names = table.keys("function")
-    rank = np.empty(len(names), dtype=np.int64)
-    rank[sorted(range(len(names)), key=lambda i: str(names[i]))] = np.arange(len(names))
-    order = np.lexsort((q, rank[functions]))
-    return q[order], functions[order]
-
-
 def _gate(
     a: RunTable, a_dim: str, a_key: Any, b: RunTable, b_dim: str, b_key: Any, settings: Settings, label: str,
     *, bound: bool = True,
 ) -> Gate:
-    qa, fa = a.quality_sample(a_dim, a_key)
-    qb, fb = b.quality_sample(b_dim, b_key)
-    # The resamples draw runs by position: put the runs in a canonical order (function name, q),
+    # The resamples draw runs by position: the runs come in a canonical order (function name, q),
     # so the bounds do not depend on the order the database returned the runs in.
-    qa, fa = _canonical(a, qa, fa)
-    qb, fb = _canonical(b, qb, fb)
-    sa = _names(a)[fa].astype(str) if len(fa) else np.array([], dtype=str)
-    sb = _names(b)[fb].astype(str) if len(fb) else np.array([], dtype=str)
+    qa, fa = a.quality_sample(a_dim, a_key, canonical=True)
+    qb, fb = b.quality_sample(b_dim, b_key, canonical=True)
+    # Strata are functions, compared by name across the two tables: one integer code per name,
+    # in name order (the order the strata are drawn in).
+    names_a = [str(n) for n in a.keys("function")]
+    names_b = [str(n) for n in b.keys("function")]
+    names = sorted(set(names_a) | set(names_b))
+    code = {name: i for i, name in enumerate(names)}
+    sa = np.array([code[n] for n in names_a], dtype=np.int64)[fa] if len(fa) else np.zeros(0, dtype=np.int64)
+    sb = np.array([code[n] for n in names_b], dtype=np.int64)[fb] if len(fb) else np.zeros(0, dtype=np.int64)
     return noninferiority(
         qa,
         sa,
         qb,
         sb,
         key=label,
+        strata_names=names,
         tau=settings.tau,
         delta=settings.delta,
         confidence=settings.confidence,
@@ -486,12 +483,34 @@ def _model_name(key: tuple[str, str]) -> str:
     return f"{key[0]}/{key[1]}"
 
 
-def _value_table(data: _PeriodData, model_blocks: dict[Any, dict[str, Any]], settings: Settings) -> dict[str, Any]:
+def _value_reference(model_blocks: dict[Any, dict[str, Any]], settings: Settings) -> tuple[dict[Any, dict[str, Any]], Any]:
+    """The models with runs, and the reference model (highest mean quality with enough scored runs)."""
     candidates = {k: b for k, b in model_blocks.items() if b["runs"] > 0}
     scored = [k for k, b in candidates.items() if b["quality"]["runs"] >= settings.min_runs and b["quality"]["mean"] is not None]
     reference = None
     if scored:
         reference = max(scored, key=lambda k: (candidates[k]["quality"]["mean"], candidates[k]["quality"]["runs"], _model_name(k)))
+    return candidates, reference
+
+
+def _value_gates(data: _PeriodData, model_blocks: dict[Any, dict[str, Any]], settings: Settings, gate: Callable[..., Any]) -> dict[Any, Any]:
+    """Start the value table's gates (each model against the reference) with ``gate``."""
+    candidates, reference = _value_reference(model_blocks, settings)
+    if reference is None:
+        return {}
+    return {
+        key: gate(data.runs, "model", reference, data.runs, "model", key, settings, f"model:{_model_name(reference)}->{_model_name(key)}")
+        for key, block in candidates.items()
+        if key != reference and block["quality"]["runs"] >= settings.min_runs
+    }
+
+
+def _value_table(
+    data: _PeriodData, model_blocks: dict[Any, dict[str, Any]], settings: Settings, started: dict[Any, Any] | None = None
+) -> dict[str, Any]:
+    """The value-per-dollar table; ``started``: its gates, already running (:func:`_value_gates`)."""
+    candidates, reference = _value_reference(model_blocks, settings)
+    started = started or {}
     rows = []
     for key, block in candidates.items():
         hidden = block["_hidden"]
@@ -517,7 +536,7 @@ def _value_table(data: _PeriodData, model_blocks: dict[Any, dict[str, Any]], set
         elif block["quality"]["runs"] < settings.min_runs or reference is None:
             row["verdict"] = "insufficient_data"
         else:
-            gate = _gate(
+            gate = started[key].result() if key in started else _gate(
                 data.runs, "model", reference, data.runs, "model", key, settings,
                 f"model:{_model_name(reference)}->{_model_name(key)}",
             )
@@ -830,28 +849,40 @@ def build(
     previous = prev_blocks["total"]["total"]
     dropped = None if dropped_records is None else int(dropped_records)
 
-    # Week-over-week gates and alarms.
+    # Week-over-week gates and alarms. A gate is computed only where an alarm could need it (an
+    # efficiency figure moved the "good" way). The gates are independent (each seeds its own
+    # generator from its name) and numpy's sampling releases the GIL: two run at a time.
     alarms: list[dict[str, Any]] = []
-    # A gate is computed only where an alarm could need it (an efficiency figure moved the "good" way).
-    gate = None
-    if alarm_rules.needs_gate(totals, previous, settings):
-        gate = _gate(prev.runs, "total", "total", cur.runs, "total", "total", settings, "total", bound=False)
-    alarms += alarm_rules.week_over_week("total", "all", totals, previous, gate, settings)
-    for name, block in cur_blocks["function"].items():
-        before = prev_blocks["function"].get(name)
-        if before is None or block["runs"] == 0:
-            continue
-        g = None
-        if alarm_rules.needs_gate(block, before, settings):
-            g = _gate(prev.runs, "function", name, cur.runs, "function", name, settings, f"function:{name}", bound=False)
-        alarms += alarm_rules.week_over_week("function", name, block, before, g, settings)
-    for key, block in cur_blocks["model"].items():
-        before = prev_blocks["model"].get(key)
-        g = None
-        if before is not None and block["runs"] and before["runs"] and alarm_rules.needs_gate(block, before, settings):
-            g = _gate(prev.runs, "model", key, cur.runs, "model", key, settings, f"model:{_model_name(key)}", bound=False)
-        alarms += alarm_rules.week_over_week("model", _model_name(key), block, before, g, settings)
-    value_table = _value_table(cur, cur_blocks["model"], settings)
+    for table in (cur.runs, prev.runs):
+        table.quality_sample("total", "total", canonical=True)  # sort each table once, before the threads
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wasteaudit-gates") as pool:
+
+        def gate(*args: Any, **kwargs: Any) -> Any:
+            return pool.submit(_gate, *args, **kwargs)
+
+        total_gate = None
+        if alarm_rules.needs_gate(totals, previous, settings):
+            total_gate = gate(prev.runs, "total", "total", cur.runs, "total", "total", settings, "total", bound=False)
+        wow: list[tuple[str, str, dict[str, Any], dict[str, Any] | None, Any]] = []
+        for name, block in cur_blocks["function"].items():
+            before = prev_blocks["function"].get(name)
+            if before is None or block["runs"] == 0:
+                continue
+            g = None
+            if alarm_rules.needs_gate(block, before, settings):
+                g = gate(prev.runs, "function", name, cur.runs, "function", name, settings, f"function:{name}", bound=False)
+            wow.append(("function", name, block, before, g))
+        for key, block in cur_blocks["model"].items():
+            before = prev_blocks["model"].get(key)
+            g = None
+            if before is not None and block["runs"] and before["runs"] and alarm_rules.needs_gate(block, before, settings):
+                g = gate(prev.runs, "model", key, cur.runs, "model", key, settings, f"model:{_model_name(key)}", bound=False)
+            wow.append(("model", _model_name(key), block, before, g))
+        value_gates = _value_gates(cur, cur_blocks["model"], settings, gate)
+        alarms += alarm_rules.week_over_week("total", "all", totals, previous, total_gate and total_gate.result(), settings)
+        for dim, name, block, before, g in wow:
+            alarms += alarm_rules.week_over_week(dim, name, block, before, g and g.result(), settings)
+        value_table = _value_table(cur, cur_blocks["model"], settings, value_gates)
     alarms += alarm_rules.model_alarms(value_table)
     alarms += alarm_rules.drops_alarm(dropped)
 

@@ -1,6 +1,8 @@
 """Run-level figures: quality and the Goodhart-resistant efficiency ratios (DESIGN §4).
 
-Input is the stream of one-row-per-run chunks from :func:`wasteaudit.report.metrics.run_rows`.
+Input is the stream of one-row-per-run chunks from :func:`wasteaudit.report.metrics.run_rows`
+(:meth:`RunTable.add_chunk`), or runs as numpy columns from the rollups
+(:func:`wasteaudit.report.rollups.run_arrays`, :meth:`RunTable.add_arrays`: the same sums).
 Exact sums per group (function, model, provider, tag, total) are accumulated chunk by chunk
 with numpy (``bincount``), so nothing is kept per call and the sums are exact however many
 runs there are. The per-run values that the length-controlled figure and the bootstrap gates
@@ -27,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from wasteaudit.report.metrics import UNTAGGED, RunChunk
+from wasteaudit.report.metrics import UNTAGGED, RunArrays, RunChunk
 from wasteaudit.report.quality import run_failed, run_quality
 
 __all__ = ("Settings", "RunTable", "DIMENSIONS")
@@ -163,6 +165,8 @@ class RunTable:
         self.sums = {dim: np.zeros((0, len(_FIELDS))) for dim in DIMENSIONS}
         self.store = _Store(settings.max_runs, settings.seed)
         self._lstar: dict[int, float | None] | None = None
+        self._sorted: dict[str, np.ndarray] | None = None
+        self._terms: tuple[np.ndarray, np.ndarray] | None = None
 
     # --- ingest ---------------------------------------------------------------------------
 
@@ -200,7 +204,54 @@ class RunTable:
         func_ids = np.fromiter(map(fn.get, chunk.function), dtype=np.int32, count=n)
         model_ids = np.fromiter(map(md.get, zip(chunk.provider, chunk.model)), dtype=np.int32, count=n)
         provider_ids = np.fromiter(map(pv.get, chunk.provider), dtype=np.int32, count=n)
+        tag_lists: list[tuple[int, ...]] | None = None
+        observable = None
+        if self.with_tags:
+            tag_lists = self._tag_ids(chunk.tags or [None] * n)
+            observable = np.array([bool(v) for v in chunk.observable], dtype=bool)
+        self._add_runs(q, failed, cost, t, w, func_ids, model_ids, provider_ids, tag_lists, observable)
 
+    def add_arrays(self, arrays: RunArrays) -> None:
+        """Add runs given as numpy columns (:func:`wasteaudit.report.rollups.run_arrays`): the
+        same sums as :meth:`add_chunk`, with no Python step per run."""
+        period = self.period
+        cells = arrays.cell_run
+        mine_cells = np.flatnonzero(arrays.period[cells] == period)
+        if not len(mine_cells):
+            return
+        # Unused-coverage numerators per (function, provider, model) cell.
+        n_models = max(1, len(arrays.models))
+        pair = arrays.cell_function[mine_cells] * n_models + arrays.cell_model[mine_cells]
+        distinct, first, inverse = np.unique(pair, return_index=True, return_inverse=True)
+        ids = np.empty(len(distinct), dtype=np.int64)
+        for j in np.argsort(first, kind="stable").tolist():  # registered in order of appearance
+            f, m = divmod(int(distinct[j]), n_models)
+            ids[j] = self.cells.get((arrays.functions[f], *arrays.models[m]))
+        tokens = np.nan_to_num(arrays.cell_tokens[mine_cells])
+        weights = np.where(arrays.cell_observable[mine_cells], tokens, 0.0)
+        size = len(self.cells.keys)
+        if len(self.cell_observable) < size:
+            self.cell_observable = np.concatenate([self.cell_observable, np.zeros(size - len(self.cell_observable))])
+        self.cell_observable += np.bincount(ids[inverse.reshape(-1)], weights=weights, minlength=size)
+        mine = np.flatnonzero(arrays.period == period)
+        if not len(mine):
+            return
+        fn, md, pv = self.index["function"], self.index["model"], self.index["provider"]
+        func_ids = _mapped(arrays.function[mine], lambda i: fn.get(arrays.functions[i]))
+        model_ids = _mapped(arrays.model[mine], lambda i: md.get(arrays.models[i]))
+        provider_ids = _mapped(arrays.model[mine], lambda i: pv.get(arrays.models[i][0]))
+        self._add_runs(
+            arrays.q[mine], arrays.failed[mine], arrays.cost[mine], arrays.t[mine], arrays.w[mine],
+            func_ids, model_ids, provider_ids, None, None,
+        )
+
+    def _add_runs(
+        self, q: np.ndarray, failed: np.ndarray, cost: np.ndarray, t: np.ndarray, w: np.ndarray,
+        func_ids: np.ndarray, model_ids: np.ndarray, provider_ids: np.ndarray,
+        tag_lists: list[tuple[int, ...]] | None, observable: np.ndarray | None,
+    ) -> None:
+        """Exact group sums and the per-run store, from one value per run (NaN: missing)."""
+        n = len(q)
         has_q = ~np.isnan(q)
         has_c = ~np.isnan(cost)
         has_t = ~np.isnan(t)
@@ -232,13 +283,10 @@ class RunTable:
         self._accumulate("function", func_ids, values)
         self._accumulate("model", model_ids, values)
         self._accumulate("provider", provider_ids, values)
-        tag_lists: list[tuple[int, ...]] | None = None
-        if self.with_tags:
-            tag_lists = self._tag_ids(chunk.tags or [None] * n)
+        if tag_lists is not None and observable is not None:
             rows = np.fromiter((i for i, ids in enumerate(tag_lists) for _ in ids), dtype=np.int64)
             ids = np.fromiter((g for ids in tag_lists for g in ids), dtype=np.int32)
             self._accumulate("tag", ids, values[rows])
-            observable = np.array([bool(v) for v in chunk.observable], dtype=bool)
             groups = len(self.index["tag"].keys)
             if len(self.tag_observable) < groups:
                 self.tag_observable = np.concatenate([self.tag_observable, np.zeros(groups - len(self.tag_observable))])
@@ -246,6 +294,8 @@ class RunTable:
                 self.tag_observable += np.bincount(ids, weights=np.where(observable, t0, 0.0)[rows], minlength=groups)
         self.store.add({"q": q, "cost": cost, "t": t, "w": w, "func": func_ids, "model": model_ids}, tag_lists)
         self._lstar = None
+        self._sorted = None
+        self._terms = None
 
     def _add_cells(self, chunk: RunChunk, rows: list[int]) -> None:
         cells = self.cells
@@ -316,8 +366,24 @@ class RunTable:
             self._lstar = result
         return self._lstar
 
+    def _canonical(self) -> dict[str, np.ndarray]:
+        """The stored runs' q, function and model ids sorted by (function name, q)."""
+        if self._sorted is None:
+            data = self.store.data
+            names = self.index["function"].keys
+            rank = np.empty(len(names), dtype=np.int64)
+            rank[sorted(range(len(names)), key=lambda i: str(names[i]))] = np.arange(len(names))
+            order = np.lexsort((data["q"], rank[data["func"]])) if len(data["q"]) else np.zeros(0, dtype=np.int64)
+            self._sorted = {name: data[name][order] for name in ("q", "func", "model")}
+        return self._sorted
+
     def _lcqe_terms(self) -> tuple[np.ndarray, np.ndarray]:
         """Per stored run: its q·min(1, L*/T)^α term, and whether it counts (E, T known, L* known)."""
+        if self._terms is None:
+            self._terms = self._compute_lcqe_terms()
+        return self._terms
+
+    def _compute_lcqe_terms(self) -> tuple[np.ndarray, np.ndarray]:
         data = self.store.data
         lstar = self.lstar()
         ls = np.array([np.nan if lstar.get(int(f)) is None else lstar[int(f)] for f in range(len(self.index["function"].keys))])
@@ -358,9 +424,11 @@ class RunTable:
             out[key] = _figures(row, lcqe)
         return out
 
-    def quality_sample(self, dim: str, key: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``(q, function id)`` of the stored runs with a quality in group ``key`` of ``dim``."""
-        data = self.store.data
+    def quality_sample(self, dim: str, key: Any, *, canonical: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, function id)`` of the stored runs with a quality in group ``key`` of ``dim``;
+        ``canonical``: sorted by (function name, q), an order that does not depend on the order
+        the runs were read in (the store is sorted once, then each group is a subset of it)."""
+        data = self._canonical() if canonical else self.store.data
         has_q = ~np.isnan(data["q"])
         if dim == "total":
             mask = has_q
@@ -421,6 +489,18 @@ def _select(chunk: RunChunk, rows: list[int]) -> RunChunk:
         return list(got) if len(rows) > 1 else [got]
 
     return RunChunk(**{name: pick(getattr(chunk, name)) for name in RunChunk.__dataclass_fields__})
+
+
+def _mapped(codes: np.ndarray, id_of: Any) -> np.ndarray:
+    """Small-integer codes to this table's group ids (``id_of(code)``, called once per distinct
+    code, in order of first appearance so ids are given as a row-by-row pass would)."""
+    if not len(codes):
+        return np.zeros(0, dtype=np.int32)
+    distinct, first = np.unique(codes, return_index=True)
+    table = np.zeros(int(distinct[-1]) + 1, dtype=np.int32)
+    for j in np.argsort(first, kind="stable").tolist():
+        table[distinct[j]] = id_of(int(distinct[j]))
+    return table[codes]
 
 
 def _floats(values: list[Any]) -> np.ndarray:

@@ -59,6 +59,7 @@ __all__ = (
     "CubeRow",
     "WasteRow",
     "RunChunk",
+    "RunArrays",
     "Span",
     "call_cube",
     "waste_cube",
@@ -436,6 +437,38 @@ class RunChunk:
     # :func:`wasteaudit.report.quality.run_quality` (None: computed from the signals in Python).
     q: list[float | None] | None = None
     failed: list[bool] | None = None
+
+
+@dataclass
+class RunArrays:
+    """Runs as numpy columns (what :class:`~wasteaudit.report.efficiency.RunTable` reads without
+    a Python step per run): one entry per run, keyed by its primary model, and one per (run,
+    provider, model) for unused-coverage. Names are small lists; the arrays hold indexes into them.
+
+    Per run: ``period`` (0 previous, 1 current), ``function`` and ``model`` (indexes into
+    ``functions`` and ``models``, the primary model's), ``q``, ``cost`` (NaN unless every call is
+    priced), ``t`` (output tokens), ``w`` (confirmed waste; NaN unless every call is scored) —
+    NaN is missing — ``failed``, and ``primary`` (the index of its primary (run, model) entry).
+    Per (run, model): ``cell_run`` (index of the run), ``cell_function``, ``cell_model``,
+    ``cell_tokens`` (NaN: missing) and ``cell_observable``.
+    """
+
+    functions: list[str]
+    models: list[tuple[str, str]]  # (provider, model)
+    period: Any
+    function: Any
+    model: Any
+    q: Any
+    cost: Any
+    t: Any
+    w: Any
+    failed: Any
+    primary: Any
+    cell_run: Any
+    cell_function: Any
+    cell_model: Any
+    cell_tokens: Any
+    cell_observable: Any
 
 
 def run_rows(

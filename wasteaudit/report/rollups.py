@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from wasteaudit.report import metrics
 from wasteaudit.storage.models import RollupCallRow, RollupDirtyRow, RollupRunRow, RollupTopRow, RollupWasteRow
 
-__all__ = ("aligned", "available", "refresh", "call_cube", "waste_cube", "daily_waste", "top_ranking", "run_rows", "TOP_PER_DAY")
+__all__ = ("aligned", "available", "refresh", "call_cube", "waste_cube", "daily_waste", "top_ranking", "run_arrays", "run_rows", "TOP_PER_DAY")
 
 dirty = RollupDirtyRow.__table__
 r_calls = RollupCallRow.__table__
@@ -339,16 +339,17 @@ def top_ranking(conn: Connection, start: datetime, end: datetime, limit: int) ->
     return [dict(m) for m in conn.execute(stmt).mappings()]
 
 
-def run_rows(
+def run_arrays(
     conn: Connection, span: metrics.Span, *, chunk_size: int = 20_000, period: int | None = None
-) -> Iterator[metrics.RunChunk]:
-    """:func:`metrics.run_rows` from the run rollup: the same rows, q and failed included
-    (``period``: only that period's, 0 previous or 1 current).
+) -> Iterator[metrics.RunArrays]:
+    """The runs of the span from the run rollup, as numpy columns (``period``: only that
+    period's, 0 previous or 1 current): the runs and figures of :func:`metrics.run_rows`.
 
     The span's rollup rows come in run order (the database sorts them; no grouping, no window
     functions, which cost several times more on SQLite) as plain driver tuples, and numpy adds
     them up per (period, run, provider, model), sums each run's totals and picks its primary
     model, chunk by chunk: memory is bounded by the chunk, whatever the number of runs or calls.
+    Nothing is done per row in Python beyond the driver's tuples.
     """
     dialect = conn.dialect.name
     t = r_runs.c
@@ -356,121 +357,171 @@ def run_rows(
     period_col = _period(r_runs, span)
     # Missing numbers come as -1 (tokens, costs and q are never negative): numpy converts whole
     # columns of plain numbers at C speed, while one None sends it through Python per value.
-    stmt = select(
-        period_col, t.run_id, t.function, t.provider, t.request_model, t.response_model,
-        func.coalesce(t.t, -1), t.n, func.coalesce(t.c, -1.0), t.n_priced, t.n_scored, t.w, t.observable,
-        func.coalesce(t.q, -1.0), t.failed,
-    ).where(_span_where(r_runs, span))
-    if period is not None:  # one period only (1: the current one)
+    # A row's cost (waste) is missing unless all its calls are priced (scored): a run's is then
+    # missing if any of its rows' is, which a plain sum gives (NaN propagates).
+    columns = [
+        t.run_id, t.function, t.provider, t.request_model, t.response_model,
+        func.coalesce(t.t, -1), case((t.n_priced == t.n, t.c), else_=-1.0), case((t.n_scored == t.n, t.w), else_=-1),
+        func.coalesce(t.q, -1.0),
+        case((t.failed, 2), else_=0) + case((t.observable, 1), else_=0),  # two flags, one small integer
+    ]
+    if period is not None:  # one period only (1: the current one): no period column
         split = _day_of(span.split)
-        stmt = stmt.where(t.day >= split if period else t.day < split).order_by(run_id)
+        stmt = select(*columns).where(_span_where(r_runs, span), t.day >= split if period else t.day < split).order_by(run_id)
     else:
-        stmt = stmt.order_by(period_col, run_id)
+        stmt = select(*columns, period_col).where(_span_where(r_runs, span)).order_by(period_col, run_id)
     nulls_first = dialect != "postgresql"  # how ORDER BY ranks a missing model name (metrics.run_rows)
+    last_of = (lambda row: row[0]) if period is not None else (lambda row: (row[-1], row[0]))  # noqa: E731
     carry: list[Any] = []
     for part in _raw_rows(conn, stmt, chunk_size):
         rows = carry + part if carry else part
-        last = (rows[-1][0], rows[-1][1])
+        last = last_of(rows[-1])
         cut = len(rows)
-        while cut > 0 and (rows[cut - 1][0], rows[cut - 1][1]) == last:
+        while cut > 0 and last_of(rows[cut - 1]) == last:
             cut -= 1  # the last run may go on in the next part
         rows, carry = rows[:cut], rows[cut:]
         if rows:
-            yield _run_chunk(rows, nulls_first)
+            yield _run_arrays(rows, nulls_first, period)
     if carry:
-        yield _run_chunk(carry, nulls_first)
+        yield _run_arrays(carry, nulls_first, period)
 
 
-def _run_chunk(rows: list[tuple[Any, ...]], nulls_first: bool) -> metrics.RunChunk:
-    """Rollup rows of whole runs, in run order, to rows per (period, run, provider, model)."""
-    cols = list(zip(*rows))
-    count = len(rows)
-    # Run number: rows are in (period, run id) order.
-    keys = list(zip(cols[0], cols[1]))
-    starts = np.fromiter((k != p for k, p in zip(keys, [None, *keys[:-1]])), dtype=bool, count=count)
-    run_no = np.cumsum(starts) - 1
-    key_index: dict[tuple[Any, ...], int] = {}  # (function, provider, request model, response model)
-    key = _ids(key_index, zip(cols[2], cols[3], cols[4], cols[5]), count)
-    cell_index: dict[tuple[Any, ...], int] = {}
-    function_index: dict[Any, int] = {}
-    key_cell = np.array([cell_index.setdefault(k[1:], len(cell_index)) for k in key_index], dtype=np.int64)
-    key_function = np.array([function_index.setdefault(k[0], len(function_index)) for k in key_index], dtype=np.int64)
-    cells = list(cell_index)  # (provider, request model, response model)
-    functions = list(function_index)
-    col = {name: _nan(cols[i]) for name, i in (("t", 6), ("n", 7), ("c", 8), ("np", 9), ("ns", 10), ("w", 11), ("q", 13))}
-    for name in ("t", "c", "q"):
-        col[name][col[name] < 0] = np.nan
-    obs = np.array(cols[12], dtype=bool)  # NULL (no run row) is False
-    failed = np.array(cols[14], dtype=bool)
-    # Groups: (period, run, cell), as metrics.run_rows groups calls.
-    groups, inverse = np.unique(run_no * len(cells) + key_cell[key], return_inverse=True)
-    inverse = inverse.reshape(-1)
-    g_run, g_cell = groups // len(cells), groups % len(cells)
-    size = len(groups)
+def run_rows(
+    conn: Connection, span: metrics.Span, *, chunk_size: int = 20_000, period: int | None = None
+) -> Iterator[metrics.RunChunk]:
+    """:func:`run_arrays` as :func:`metrics.run_rows` chunks (the same rows, q and failed
+    included; run values read on primary rows): for comparing the two passes."""
+    for arrays in run_arrays(conn, span, chunk_size=chunk_size, period=period):
+        yield _as_chunk(arrays)
 
-    def group_sum(values: np.ndarray) -> np.ndarray:
-        total = np.bincount(inverse, weights=np.nan_to_num(values), minlength=size)
-        return np.where(np.bincount(inverse, weights=~np.isnan(values), minlength=size) > 0, total, np.nan)
 
-    g = {name: group_sum(col[name]) for name in ("t", "n", "c", "np", "ns", "w")}
-    g_obs = np.bincount(inverse, weights=obs, minlength=size) > 0
-    g_failed = np.bincount(inverse, weights=failed, minlength=size) > 0
-    g_q = np.full(size, np.nan)
-    np.fmax.at(g_q, inverse, col["q"])
-    # min(function) per group, by the functions' sort order (None after any name: SQL min skips NULL).
-    named = sorted(f for f in functions if f is not None)
-    f_rank = np.array([len(named) if f is None else named.index(f) for f in functions], dtype=np.int64)
-    g_fn = np.full(size, len(named), dtype=np.int64)
-    np.minimum.at(g_fn, inverse, f_rank[key_function[key]])
-    # Per run: totals over its groups, and its primary group (groups are sorted by run).
-    runs_n = int(g_run[-1]) + 1 if size else 0
-
-    def run_sum(values: np.ndarray) -> np.ndarray:
-        total = np.bincount(g_run, weights=np.nan_to_num(values), minlength=runs_n)
-        return np.where(np.bincount(g_run, weights=~np.isnan(values), minlength=runs_n) > 0, total, np.nan)
-
-    whole = {name: run_sum(g[name]) for name in ("t", "n", "c", "np", "ns", "w")}
-    order = np.lexsort((
-        _ranks([c[0] for c in cells], nulls_first)[g_cell],
-        _ranks([c[2] for c in cells], nulls_first)[g_cell],
-        _ranks([c[1] for c in cells], nulls_first)[g_cell],
-        -np.nan_to_num(g["t"]),
-        g_run,
-    ))
-    primary = np.zeros(size, dtype=bool)
-    primary[order[np.concatenate(([True], g_run[order][1:] != g_run[order][:-1]))]] = True
-    p = primary.tolist()
-
-    def only_primary(values: np.ndarray) -> list[Any]:
-        # Run-level values; RunTable reads them on primary rows only, and takes NaN as missing.
-        return values.tolist()
-
-    run_periods = np.array([k[0] for k, s in zip(keys, starts.tolist()) if s], dtype=np.int64)
-    cell_list = g_cell.tolist()
-    models = [c[1] or c[2] or metrics.UNKNOWN_MODEL for c in cells]
-    providers = [c[0] for c in cells]
-    function_names = [f or metrics.NO_FUNCTION for f in named] + [metrics.NO_FUNCTION]
-    nothing: list[Any] = [None] * size
+def _as_chunk(a: metrics.RunArrays) -> metrics.RunChunk:
+    run = a.cell_run
+    primary = np.zeros(len(run), dtype=bool)
+    primary[a.primary] = True
+    nothing: list[Any] = [None] * len(run)
     return metrics.RunChunk(
-        period=run_periods[g_run].astype(bool).astype(int).tolist(),
-        run_id=g_run.tolist(),  # a run number (the report never needs the id itself)
-        function=[function_names[i] for i in g_fn.tolist()],
-        model=[models[i] for i in cell_list],
-        provider=[providers[i] for i in cell_list],
-        primary=p,
-        cell_output_tokens=g["t"].tolist(),  # NaN: missing
-        observable=g_obs.tolist(),
-        output_tokens=only_primary(whole["t"][g_run]),
-        cost_usd=only_primary(np.where(whole["np"] == whole["n"], whole["c"], np.nan)[g_run]),
-        waste_tokens=only_primary(np.where(whole["ns"] == whole["n"], whole["w"], np.nan)[g_run]),
+        period=a.period[run].astype(int).tolist(),
+        run_id=run.tolist(),  # a run number (the report never needs the id itself)
+        function=[a.functions[i] for i in a.cell_function.tolist()],
+        model=[a.models[i][1] for i in a.cell_model.tolist()],
+        provider=[a.models[i][0] for i in a.cell_model.tolist()],
+        primary=primary.tolist(),
+        cell_output_tokens=a.cell_tokens.tolist(),  # NaN: missing
+        observable=a.cell_observable.tolist(),
+        output_tokens=a.t[run].tolist(),
+        cost_usd=a.cost[run].tolist(),
+        waste_tokens=a.w[run].tolist(),
         status=nothing,
         validation=nothing,
         quality_score=nothing,
         mean_score=nothing,
         validation_score=nothing,
         tags=None,
-        q=only_primary(g_q),
-        failed=only_primary(g_failed.astype(np.float64)),
+        q=a.q[run].tolist(),
+        failed=a.failed[run].astype(np.float64).tolist(),
+    )
+
+
+def _run_arrays(rows: list[tuple[Any, ...]], nulls_first: bool, period: int | None) -> metrics.RunArrays:
+    """Rollup rows of whole runs, in (period, run) order, to runs and (run, model) entries
+    (``period``: the rows' period, or None when it is their last column)."""
+    cols = list(zip(*rows))
+    count = len(rows)
+    periods = np.full(count, period, dtype=np.int8) if period is not None else np.array(cols[10], dtype=np.int8)
+    ids = np.array(cols[0], dtype=object)
+    starts = np.ones(count, dtype=bool)
+    starts[1:] = (ids[1:] != ids[:-1]) | (periods[1:] != periods[:-1])
+    run_no = np.cumsum(starts) - 1
+    # (function, provider, request model, response model) of each row, as a small integer.
+    key_index: dict[tuple[Any, ...], int] = dict.fromkeys(zip(cols[1], cols[2], cols[3], cols[4]))  # type: ignore[arg-type]
+    for i, k in enumerate(key_index):
+        key_index[k] = i
+    key = np.fromiter(map(key_index.__getitem__, zip(cols[1], cols[2], cols[3], cols[4])), dtype=np.int64, count=count)
+    cell_index: dict[tuple[Any, ...], int] = {}
+    function_index: dict[Any, int] = {}
+    key_cell = np.array([cell_index.setdefault(k[1:], len(cell_index)) for k in key_index], dtype=np.int64)
+    key_function = np.array([function_index.setdefault(k[0], len(function_index)) for k in key_index], dtype=np.int64)
+    cells = list(cell_index)  # (provider, request model, response model)
+    functions = list(function_index)
+    col = {name: _nan(cols[i]) for name, i in (("t", 5), ("c", 6), ("w", 7), ("q", 8))}
+    for name in ("t", "c", "w", "q"):
+        col[name][col[name] < 0] = np.nan
+    flags = np.array(cols[9], dtype=np.int8)
+    obs = (flags & 1) > 0  # NULL (no run row) is False
+    failed = (flags & 2) > 0
+    # min(function) per group, by the functions' sort order (None after any name: SQL min skips NULL).
+    named = sorted(f for f in functions if f is not None)
+    f_rank = np.array([len(named) if f is None else named.index(f) for f in functions], dtype=np.int64)
+    row_fn = f_rank[key_function[key]]
+    row_cell = key_cell[key]
+    if starts.all():
+        # One row per run (one day, one model: the common case): the rows are the groups.
+        g_run = run_no
+        g_cell = row_cell
+        g_t, cost, waste = col["t"], col["c"], col["w"]
+        g_obs, g_failed, g_q, g_fn = obs, failed, col["q"], row_fn
+        whole_t = g_t
+        primary = np.arange(count)
+    else:
+        # Groups: (period, run, cell), as metrics.run_rows groups calls.
+        groups, inverse = np.unique(run_no * len(cells) + row_cell, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        g_run, g_cell = groups // len(cells), groups % len(cells)
+        size = len(groups)
+
+        def group_sum(values: np.ndarray) -> np.ndarray:
+            total = np.bincount(inverse, weights=np.nan_to_num(values), minlength=size)
+            return np.where(np.bincount(inverse, weights=~np.isnan(values), minlength=size) > 0, total, np.nan)
+
+        g_t = group_sum(col["t"])
+        g_obs = np.bincount(inverse, weights=obs, minlength=size) > 0
+        g_failed = np.bincount(inverse, weights=failed, minlength=size) > 0
+        g_q = np.full(size, np.nan)
+        np.fmax.at(g_q, inverse, col["q"])
+        g_fn = np.full(size, len(named), dtype=np.int64)
+        np.minimum.at(g_fn, inverse, row_fn)
+        # Per run: totals over its groups, and its primary group (groups are sorted by run).
+        runs_n = int(g_run[-1]) + 1 if size else 0
+
+        def run_sum(values: np.ndarray) -> np.ndarray:
+            total = np.bincount(g_run, weights=np.nan_to_num(values), minlength=runs_n)
+            return np.where(np.bincount(g_run, weights=~np.isnan(values), minlength=runs_n) > 0, total, np.nan)
+
+        whole_t = run_sum(g_t)
+        # NaN (a row not fully priced, or scored) propagates to the run's sum.
+        cost = np.bincount(run_no, weights=col["c"], minlength=runs_n)
+        waste = np.bincount(run_no, weights=col["w"], minlength=runs_n)
+        order = np.lexsort((
+            _ranks([c[0] for c in cells], nulls_first)[g_cell],
+            _ranks([c[2] for c in cells], nulls_first)[g_cell],
+            _ranks([c[1] for c in cells], nulls_first)[g_cell],
+            -np.nan_to_num(g_t),
+            g_run,
+        ))
+        # The first group of each run in that order (runs come in order, one each).
+        primary = order[np.concatenate(([True], g_run[order][1:] != g_run[order][:-1]))]
+    model_index: dict[tuple[str, str], int] = {}
+    cell_model = np.array(
+        [model_index.setdefault((c[0], c[1] or c[2] or metrics.UNKNOWN_MODEL), len(model_index)) for c in cells], dtype=np.int64
+    )
+    return metrics.RunArrays(
+        functions=[f or metrics.NO_FUNCTION for f in named] + [metrics.NO_FUNCTION],
+        models=list(model_index),
+        period=periods[starts],
+        function=g_fn[primary],
+        model=cell_model[g_cell[primary]],
+        q=g_q[primary],
+        cost=cost,
+        t=whole_t,
+        w=waste,
+        failed=g_failed[primary],
+        primary=primary,
+        cell_run=g_run,
+        cell_function=g_fn,
+        cell_model=cell_model[g_cell],
+        cell_tokens=g_t,
+        cell_observable=g_obs,
     )
 
 

@@ -109,15 +109,25 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The database's wasteaudit schema revision, or ``None`` if wasteaudit was never installed there."""
-    from alembic.migration import MigrationContext
+    """The database's wasteaudit schema revision, or ``None`` if wasteaudit was never installed there.
+
+    Read with one query on the version table (what alembic's ``MigrationContext`` reads), so
+    opening a database for a report does not import alembic (a third of a cold start's imports).
+    """
+    from sqlalchemy import column, inspect, select, table
     from sqlalchemy.exc import SQLAlchemyError
 
+    version = table(VERSION_TABLE, column("version_num"))
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            if not inspect(connection).has_table(VERSION_TABLE):
+                return None
+            rows = connection.execute(select(version.c.version_num)).scalars().all()
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the schema version of {safe_url(engine.url)}: {describe_error(exc)}") from None
+    if len(rows) > 1:
+        raise StorageError(f"{safe_url(engine.url)}: {VERSION_TABLE} has more than one head ({', '.join(sorted(rows))})")
+    return rows[0] if rows else None
 
 
 def upgrade(engine_or_url: Engine | str | None = None, revision: str = "head") -> None:

@@ -10,7 +10,7 @@ which frameworks know only after routing, so it is resolved lazily through ``Run
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from wasteaudit._internal import clock, pipeline
 from wasteaudit._internal.runs import RunState, _current, materialize, resolve_name, to_record
@@ -50,6 +50,24 @@ def response_capture() -> ResponseCapture | None:
     """
     settings = get_settings()
     return ResponseCapture(settings.max_return_bytes) if settings.capture_return else None
+
+
+def keep_body(exchange: Any, chunk: bytes) -> None:
+    """Keep a body chunk of a recorded run's response as part of its result; fail-open.
+
+    ``exchange``: the middleware's per-request state, with ``capture`` (None until the first
+    kept chunk) and ``headers`` (the response's, once it started).
+    """
+    try:
+        capture = exchange.capture
+        if capture is None:
+            capture = exchange.capture = response_capture()
+            if capture is None:
+                return
+            capture.headers = exchange.headers
+        capture.add(chunk)
+    except Exception as error:  # never the app's problem
+        internal_error("request.capture", error)
 
 
 def open_run(static_tags: dict[str, str], namer: Callable[[], str | None]) -> tuple[RunState, object]:

@@ -24,9 +24,8 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Mapping, MutableMapping
 
 from wasteaudit._internal import clock
-from wasteaudit._internal.safety import internal_error
 from wasteaudit._internal.runs import RunState, _current
-from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run, response_capture
+from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, keep_body, open_run
 from wasteaudit.integrations._response_body import ResponseCapture
 
 __all__ = ("WasteAuditMiddleware", "route_template", "NO_ROUTE", "RUN_ID_KEY")
@@ -91,25 +90,12 @@ class _Exchange:
             if run is not None and run.materialized and self.middleware.capture_response:
                 body = message.get("body")
                 if body:
-                    self.keep(body)
+                    keep_body(self, body)
             if not message.get("more_body", False) and self.ended_at is None:
                 run = self.run
                 if run is not None and (run.materialized or self.middleware.record_all):  # else nothing will be recorded
                     self.ended_at = clock.now()
         await self.downstream(message)
-
-    def keep(self, body: bytes) -> None:
-        """Keep a body chunk as part of the run's result (only once the run is recorded)."""
-        try:
-            capture = self.capture
-            if capture is None:
-                capture = self.capture = response_capture()
-                if capture is None:
-                    return
-                capture.headers = self.headers
-            capture.add(body)
-        except Exception as error:  # never the app's problem
-            internal_error("request.capture", error)
 
 
 class WasteAuditMiddleware:

@@ -22,9 +22,8 @@ from contextvars import Context, copy_context
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from wasteaudit._internal import clock
-from wasteaudit._internal.safety import internal_error
 from wasteaudit._internal.runs import RunState, _current, resolve_name
-from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, open_run, response_capture
+from wasteaudit.integrations._request import NO_ROUTE, ROUTE_KEY, RUN_ID_KEY, clean_header, clean_tags, close_run, keep_body, open_run
 from wasteaudit.integrations._response_body import ResponseCapture
 
 __all__ = ("WasteAuditWSGIMiddleware", "werkzeug_rule", "NO_ROUTE", "RUN_ID_KEY")
@@ -80,18 +79,8 @@ class _Exchange:
 
     def keep(self, chunk: bytes) -> None:
         """Keep a body chunk as part of the run's result (only once the run is recorded)."""
-        if not chunk or not self.middleware.capture_response:
-            return
-        try:
-            capture = self.capture
-            if capture is None:
-                capture = self.capture = response_capture()
-                if capture is None:
-                    return
-                capture.headers = self.headers
-            capture.add(chunk)
-        except Exception as error:  # never the app's problem
-            internal_error("request.capture", error)
+        if chunk and self.middleware.capture_response:
+            keep_body(self, chunk)
 
     def status_code(self) -> int | None:
         try:

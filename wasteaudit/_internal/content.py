@@ -146,6 +146,18 @@ def hash_segments(text: str, key: str) -> dict[str, Any]:
     return {"sha": keyed_hash(text, key), "chars": len(text), "lines": [keyed_hash(line, key) for line in lines]}
 
 
+def _redacted(text: str, mode: str, redact: Any) -> str:
+    """``text`` scrubbed of secrets and, in ``redacted`` mode, passed through the user's hook
+    (scrubbed again); a failing hook hides the whole text rather than leak what it was meant to hide."""
+    clean = scrub(text)
+    if mode == "redacted" and redact is not None:
+        try:
+            clean = scrub(str(redact(clean)))
+        except Exception:
+            clean = REDACTED
+    return clean
+
+
 def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRecord":
     """Filter a record's content in place according to the settings; idempotent."""
     if record.policy_applied:
@@ -157,12 +169,7 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
     key = settings.hash_key
 
     def text_fn(text: str) -> Any:
-        clean = scrub(text)
-        if mode == "redacted" and redact is not None:
-            try:
-                clean = scrub(str(redact(clean)))
-            except Exception:
-                clean = REDACTED  # a failing hook must not leak the text it was meant to hide
+        clean = _redacted(text, mode, redact)
         if mode == "hashed":
             return hash_segments(clean, key)
         capped, cut = _cap(clean, limit)
@@ -204,29 +211,6 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
     return record
 
 
-def _leaf_texts(text: str) -> list[str]:
-    """A captured value as the texts the scorer compares outputs with: the strings inside it when
-    it is JSON (as the scorer reads it, ``scoring.context``), else itself."""
-    stripped = text.strip()
-    if stripped[:1] in ("{", "[", '"'):
-        try:
-            value = json.loads(stripped)
-        except ValueError:
-            return [text]
-        leaves: list[str] = []
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, str):
-                leaves.append(item)
-            elif isinstance(item, dict):
-                stack.extend(reversed(list(item.values())))
-            elif isinstance(item, list):
-                stack.extend(reversed(item))
-        return [text] + leaves if leaves else [text]
-    return [text]
-
-
 def _is_hashed_text(text: str) -> bool:
     return text.startswith('{"sha"')
 
@@ -241,16 +225,12 @@ def _use_text_policy(settings: "Settings") -> Any:
         if mode == "hashed":
             if _is_hashed_text(text):
                 return text  # already applied
+            from wasteaudit.scoring.context import use_texts
+
             # Line hashes of the value and of the strings inside it: an output line the app
             # returned inside a JSON answer is still found (``scoring.unused`` by line hash).
-            return json.dumps(hash_segments("\n".join(_leaf_texts(scrub(text))), key), separators=(",", ":"))
-        clean = scrub(text)
-        if mode == "redacted" and redact is not None:
-            try:
-                clean = scrub(str(redact(clean)))
-            except Exception:
-                clean = REDACTED
-        return clean
+            return json.dumps(hash_segments("\n".join(use_texts(scrub(text))), key), separators=(",", ":"))
+        return _redacted(text, mode, redact)
 
     return apply
 

@@ -42,28 +42,20 @@ def clean_header(name: str | None) -> str | None:
     return name.lower()
 
 
-def response_capture() -> ResponseCapture | None:
-    """A capture for a recorded request's body, unless the settings keep no results.
-
-    Made at the first body chunk sent after the run's first LLM call (or score): requests that
-    make none never pay for it.
-    """
-    settings = get_settings()
-    return ResponseCapture(settings.max_return_bytes) if settings.capture_return else None
-
-
 def keep_body(exchange: Any, chunk: bytes) -> None:
     """Keep a body chunk of a recorded run's response as part of its result; fail-open.
 
     ``exchange``: the middleware's per-request state, with ``capture`` (None until the first
-    kept chunk) and ``headers`` (the response's, once it started).
+    kept chunk, made then: requests without an LLM call never pay for it) and ``headers`` (the
+    response's, once it started).
     """
     try:
         capture = exchange.capture
         if capture is None:
-            capture = exchange.capture = response_capture()
-            if capture is None:
+            settings = get_settings()
+            if not settings.capture_return:
                 return
+            capture = exchange.capture = ResponseCapture(settings.max_return_bytes)
             capture.headers = exchange.headers
         capture.add(chunk)
     except Exception as error:  # never the app's problem

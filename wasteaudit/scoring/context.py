@@ -105,8 +105,9 @@ class UseEvidence:
     sources: list[str] = field(default_factory=list)
 
 
-def _expand(text: str) -> list[str]:
-    """A captured value as texts: itself plus the strings inside it when it is JSON."""
+def use_texts(text: str) -> list[str]:
+    """A captured value as texts: itself plus the strings inside it when it is JSON (the content
+    policy hashes the lines of exactly these in ``hashed`` mode)."""
     out = [text]
     stripped = text.strip()
     if stripped[:1] in ("{", "[", '"'):
@@ -142,7 +143,7 @@ def build_use(run: RunRecord | None) -> UseEvidence:
             sources.append(label)
             continue
         if isinstance(value, str):
-            texts.extend(_expand(value))
+            texts.extend(use_texts(value))
             sources.append(label)
     if access:
         sources.append("track_json")

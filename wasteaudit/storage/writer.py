@@ -561,20 +561,16 @@ class Writer:
         for record in batch.records:
             try:
                 kind = type(record)
+                if policy is not None and not getattr(record, "policy_applied", False):
+                    policy(record)  # a call's content, a run's return and used values, a score's raw value
                 if kind is CallRecord:
-                    if policy is not None and not getattr(record, "policy_applied", False):
-                        policy(record)
                     cost, version, status = price_call(record, overrides)
                     record.cost_usd, record.price_version = cost, version  # "filled by the writer"
                     row, attempts = call_values(record, cost, version, status)
                     units.append(("call", record.id, encode_call(row), [encode_attempt(a) for a in attempts]))
                 elif kind is RunRecord:
-                    if policy is not None:
-                        policy(record)
                     units.append(("run", record.id, statements.upsert_run.encode(run_row(record))))
                 elif kind is ScoreRecord:
-                    if policy is not None:
-                        policy(record)
                     units.append(("score", record.id, statements.insert_score.encode(score_row(record))))
                 else:
                     raise TypeError(f"not a wasteaudit record: {kind.__name__}")

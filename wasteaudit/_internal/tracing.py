@@ -7,6 +7,8 @@ spans and this costs a few microseconds.
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 from wasteaudit._internal import semconv as sc
@@ -80,6 +82,193 @@ def parent_context(run: "RunState | None") -> Any:
 
 def start_call_span(name: str, attributes: dict[str, Any], start_ns: int, run: "RunState | None") -> Any:
     return tracer().start_span(name, kind=_client_kind(), attributes=attributes, start_time=start_ns, context=parent_context(run))
+
+
+# -- deferred span start ----------------------------------------------------------------------
+# Starting an SDK span costs the calling thread more than everything else wasteaudit does there
+# (attribute validation, the span object, the processors' on_start). What must be decided when
+# the call starts is only what the outside world can see during the call: the span's ids (for
+# child spans and propagated trace headers) and the sampling decision (made on the start
+# attributes, as the conventions ask). So the calling thread decides exactly that, with the
+# tracer's own id generator and sampler, and makes the call current under a non-recording span
+# carrying those ids; the finisher thread later opens the recording span through the tracer's
+# ``start_span`` with the same ids, decision, parent context and start time (its sampler and id
+# generator replay them). Span processors therefore see ``on_start`` when the call has ended.
+# Only the OpenTelemetry SDK's own Tracer allows this (its sampler and id generator are
+# per-tracer attributes); any other tracer starts its span on the calling thread.
+
+
+class _Presets(threading.local):
+    def __init__(self) -> None:
+        self.result: Any = None  # the sampling result decided at the call's start, replayed by open
+        self.trace_id: int | None = None
+        self.span_id: int | None = None
+
+
+_presets = _Presets()
+
+
+class _DeferringSampler:
+    """Wraps the tracer's sampler: while a pending span is opened it replays the decision made at
+    the call's start (the sampler is not asked twice); otherwise it delegates."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.wrapped = sampler
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None, attributes: Any = None, links: Any = None, *args: Any, **kwargs: Any) -> Any:
+        result = _presets.result
+        if result is not None:
+            return result
+        return self.wrapped.should_sample(parent_context, trace_id, name, kind, attributes, links, *args, **kwargs)
+
+    def get_description(self) -> str:
+        return str(self.wrapped.get_description())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+class _DeferringIds:
+    """Wraps the tracer's id generator: while a pending span is opened it hands out the ids drawn
+    at the call's start; otherwise it delegates."""
+
+    def __init__(self, generator: Any) -> None:
+        self.wrapped = generator
+
+    def generate_trace_id(self) -> int:
+        preset = _presets.trace_id
+        return preset if preset is not None else int(self.wrapped.generate_trace_id())
+
+    def generate_span_id(self) -> int:
+        preset = _presets.span_id
+        return preset if preset is not None else int(self.wrapped.generate_span_id())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+class PendingSpan:
+    """A call span decided when the call started and made when it ends (see above)."""
+
+    __slots__ = ("tracer", "name", "start_ns", "context", "result", "trace_id", "span_id")
+
+    def __init__(self, tracer: Any, name: str, start_ns: int, context: Any, result: Any, trace_id: int, span_id: int) -> None:
+        self.tracer = tracer
+        self.name = name
+        self.start_ns = start_ns
+        self.context = context
+        self.result = result
+        self.trace_id = trace_id
+        self.span_id = span_id
+
+    def open(self) -> Any:
+        """The recording span, with the ids, decision, parent, attributes and start time decided at the start."""
+        presets = _presets
+        presets.result, presets.trace_id, presets.span_id = self.result, self.trace_id, self.span_id
+        try:
+            return self.tracer.start_span(self.name, context=self.context, kind=_client_kind(), start_time=self.start_ns)
+        finally:
+            presets.result = presets.trace_id = presets.span_id = None
+
+
+class _Deferral:
+    """A deferring SDK tracer and the parts the calling thread uses, looked up once."""
+
+    __slots__ = ("tracer", "ids", "sampler", "enabled", "default_on", "result_type", "record_and_sample")
+
+    def __init__(self, sdk_tracer: Any) -> None:
+        from opentelemetry.sdk.trace import sampling
+
+        if not isinstance(sdk_tracer.sampler, _DeferringSampler):
+            sdk_tracer.sampler = _DeferringSampler(sdk_tracer.sampler)
+            sdk_tracer.id_generator = _DeferringIds(sdk_tracer.id_generator)
+        self.tracer = sdk_tracer
+        self.ids = sdk_tracer.id_generator.wrapped
+        self.sampler = sdk_tracer.sampler.wrapped
+        self.enabled = getattr(sdk_tracer, "_is_enabled", None)  # tracer configuration (newer SDKs)
+        # The SDK's default sampler (the ``DEFAULT_ON`` instance: parent-based, root always on)
+        # decides from the parent's sampled flag alone; its result is made here directly.
+        self.default_on = self.sampler is getattr(sampling, "DEFAULT_ON", None)
+        self.result_type = sampling.SamplingResult
+        self.record_and_sample = sampling.Decision.RECORD_AND_SAMPLE
+
+
+_deferring: tuple[Any, _Deferral | None] | None = None  # (the tracer in use, its deferral or None)
+
+
+def _deferral() -> _Deferral | None:
+    """The deferral for the SDK tracer behind :func:`tracer`, or None when that tracer is not the
+    OpenTelemetry SDK's (or lacks what deferral relies on). The tracer is wasteaudit's own (the
+    SDK makes one per ``get_tracer``), so wrapping its sampler and id generator touches no other."""
+    global _deferring
+    current = _tracer if _tracer is not None else tracer()
+    cached = _deferring
+    if cached is not None and cached[0] is current:
+        return cached[1]
+    candidate = current
+    if type(current).__name__ == "ProxyTracer":  # made before the app set its provider
+        candidate = getattr(current, "_real_tracer", None)
+        if candidate is None:
+            return None  # no provider yet: decided again once there is one
+    found = None
+    sdk = sys.modules.get("opentelemetry.sdk.trace")
+    if sdk is not None and isinstance(candidate, sdk.Tracer) and hasattr(candidate, "sampler") and hasattr(candidate, "id_generator"):
+        metrics = getattr(candidate, "_tracer_metrics", None)
+        # with the SDK's own span metrics on, spans are started as the SDK counts them
+        if metrics is None or type(metrics).__name__.startswith("NoOp"):
+            found = _Deferral(candidate)
+    _deferring = (current, found)
+    return found
+
+
+_api: Any = None  # (get_current_span, get_current, SpanContext, TraceFlags, NonRecordingSpan, RANDOM_TRACE_ID or 0)
+
+
+def _otel_api() -> Any:
+    global _api
+    if _api is None:
+        from opentelemetry import context, trace
+
+        flags = trace.TraceFlags
+        _api = (trace.get_current_span, context.get_current, trace.SpanContext, flags, trace.NonRecordingSpan, getattr(flags, "RANDOM_TRACE_ID", 0))
+    return _api
+
+
+def start_call_span_deferred(name: str, attributes: dict[str, Any], start_ns: int, run: "RunState | None") -> tuple[Any, PendingSpan | None]:
+    """(the span to make current during the call, the span to open at its end or None).
+
+    What the SDK's ``Tracer.start_span`` decides at a span's start, decided the same way — the
+    tracer's own id generator and sampler, the parent's trace flags — without making the span
+    (a test holds this to the SDK's own result). With no deferring tracer this is
+    :func:`start_call_span`; a decision that does not record gives the SDK's non-recording span.
+    """
+    deferral = _deferral()
+    if deferral is None:
+        return start_call_span(name, attributes, start_ns, run), None
+    get_current_span, get_current, SpanContext, TraceFlags, NonRecordingSpan, random_flag = _api or _otel_api()
+    context = parent_context(run) or get_current()
+    parent = get_current_span(context).get_span_context()
+    if deferral.enabled is not None and not deferral.enabled():
+        return NonRecordingSpan(parent), None
+    ids = deferral.ids
+    root = not parent.is_valid
+    if deferral.default_on:
+        if not (root or parent.trace_flags.sampled):  # the parent was sampled out: so is this span
+            return NonRecordingSpan(SpanContext(parent.trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(parent.trace_flags & random_flag), trace_state=parent.trace_state)), None
+        trace_id = ids.generate_trace_id() if root else parent.trace_id
+        result = deferral.result_type(deferral.record_and_sample, attributes, None if root else parent.trace_state)
+        flags = 1
+    else:
+        trace_id = ids.generate_trace_id() if root else parent.trace_id
+        result = deferral.sampler.should_sample(context, trace_id, name, _CLIENT or _client_kind(), attributes, ())
+        flags = 1 if result.decision.is_sampled() else 0
+    if random_flag and (ids.is_trace_id_random() if root else parent.trace_flags & random_flag):
+        flags |= random_flag
+    span_id = ids.generate_span_id()
+    placeholder = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=result.trace_state))
+    if not result.decision.is_recording():
+        return placeholder, None
+    return placeholder, PendingSpan(deferral.tracer, name, start_ns, context, result, trace_id, span_id)
 
 
 _CLIENT: Any = None

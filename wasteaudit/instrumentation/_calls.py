@@ -77,7 +77,7 @@ def finish_category(reasons: list[str | None], *, refused: bool = False, failed:
 class CallTracker:
     """Builds one :class:`CallRecord` and its span; finalizes exactly once."""
 
-    __slots__ = ("record", "span", "own_span", "run", "_done", "_t0", "_token", "_late")
+    __slots__ = ("record", "span", "own_span", "run", "_done", "_t0", "_token", "_late", "_late_at_end", "_pending", "_defer")
 
     def __init__(
         self,
@@ -99,6 +99,11 @@ class CallTracker:
         self._token: Any = None
         # start attributes not needed for sampling: set with the end attributes (own span only)
         self._late: dict[str, Any] | None = None
+        self._late_at_end = False  # ... read from the record when the call ends
+        # our span when its start is deferred to the finisher (see tracing.start_call_span_deferred)
+        self._pending: tracing.PendingSpan | None = None
+        # finished on the finisher thread (decided once, when the call starts)
+        self._defer = defer = export_state.recorder is None and pipeline.can_defer()
         run = current_run()
         self.run = run
         record = CallRecord(
@@ -130,8 +135,12 @@ class CallTracker:
         else:
             self.own_span = True
             name = f"{operation} {request_model}" if request_model else operation
-            early, self._late = self._split_start_attributes()
-            self.span = tracing.start_call_span(name, early, int(now * 1e9), run)
+            if defer:  # the rest of the start attributes is read from the record at the end
+                self._late_at_end = True
+                self.span, self._pending = tracing.start_call_span_deferred(name, self._early_attributes(), int(now * 1e9), run)
+            else:
+                early, self._late = self._split_start_attributes()
+                self.span = tracing.start_call_span(name, early, int(now * 1e9), run)
         ctx = self.span.get_span_context()
         if ctx.is_valid:
             record.trace_id = format(ctx.trace_id, "032x")
@@ -147,15 +156,22 @@ class CallTracker:
         """(what samplers may look at, the rest): the GenAI conventions' sampling-relevant
         attributes go on the span at its start; the rest is set with the end attributes, in the
         same validation pass off the app's thread."""
+        return self._early_attributes(), self._late_attributes()
+
+    def _early_attributes(self) -> dict[str, Any]:
         record = self.record
         early: dict[str, Any] = {sc.OPERATION: record.operation, sc.PROVIDER: record.provider}
-        late: dict[str, Any] = {sc.WA_CALL_ID: record.id}
         if record.request_model:
             early[sc.REQUEST_MODEL] = record.request_model
         if record.server_address:
             early[sc.SERVER_ADDRESS] = record.server_address
         if record.server_port:
             early[sc.SERVER_PORT] = record.server_port
+        return early
+
+    def _late_attributes(self) -> dict[str, Any]:
+        record = self.record
+        late: dict[str, Any] = {sc.WA_CALL_ID: record.id}
         if record.stream:
             late[sc.REQUEST_STREAM] = True
         if record.run_id:
@@ -174,7 +190,7 @@ class CallTracker:
                 late[sc.REQUEST_STOP] = list(stop)
         if record.output_type:
             late[sc.OUTPUT_TYPE] = record.output_type
-        return early, late
+        return late
 
     # -- context for attempt hooks -------------------------------------------------------------
     def activate(self) -> None:
@@ -239,7 +255,7 @@ class CallTracker:
                     record.status_code = status
         except Exception as exc:
             internal_error("calls.finish", exc)
-        if export_state.recorder is None and pipeline.can_defer():
+        if self._defer:
             deferred.submit_or_run(lambda: self._complete(error, refused, fill, True))
         else:
             self._complete(error, refused, fill, False)
@@ -276,6 +292,8 @@ class CallTracker:
         """Everything the span gets when the call ends (the late start attributes included)."""
         attrs = tracing.call_end_attributes(self.record, started=self.own_span)
         late = self._late
+        if late is None and self._late_at_end:
+            late = self._late_attributes()
         if late:
             late.update(attrs)
             attrs = late
@@ -291,6 +309,10 @@ class CallTracker:
         return attrs
 
     def _finish_span(self, error: BaseException | None) -> None:
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self.span = pending.open()
         span = self.span
         if span.is_recording():
             # one set_attributes call: the SDK validates and locks per call

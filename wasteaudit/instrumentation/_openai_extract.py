@@ -161,6 +161,9 @@ def _reasoning_extra(obj: Any) -> str | None:
 
 def chat_tool_calls(message: Any) -> list[dict[str, Any]] | None:
     calls = getattr(message, "tool_calls", None)
+    legacy = getattr(message, "function_call", None)
+    if not calls and legacy is None:
+        return None
     out: list[dict[str, Any]] = []
     if type(calls) is list:
         for call in calls:
@@ -171,7 +174,6 @@ def chat_tool_calls(message: Any) -> list[dict[str, Any]] | None:
             else:
                 custom = getattr(call, "custom", None)
                 out.append({"id": getattr(call, "id", None), "type": kind, "name": getattr(custom, "name", None), "arguments": getattr(custom, "input", None)})
-    legacy = getattr(message, "function_call", None)
     if legacy is not None:
         out.append({"id": None, "type": "function_call", "name": getattr(legacy, "name", None), "arguments": getattr(legacy, "arguments", None)})
     return out or None

@@ -180,12 +180,17 @@ class ChatStreamObserver:
                     slot["arguments"].append(args)
 
     def on_end(self, error: BaseException | None, exhausted: bool) -> None:
-        tracker = self.tracker
-        record = tracker.record
+        # The accumulators are ours (the app never sees them): they are assembled into the record
+        # by whoever completes the call, the finisher thread as a rule.
+        state = _state(error, exhausted)
+        self.tracker.finish(error, fill=lambda: self._assemble(state))
+
+    def _assemble(self, state: str) -> bool:
+        """The record's outputs, finish reasons and usage from what the stream delivered; whether it refused."""
+        record = self.tracker.record
         refused = False
         try:
             record.chunks = self.count
-            state = _state(error, exhausted)
             record.stream_state = state  # type: ignore[assignment]
             accs = self.choices
             if state != "completed" and self.expected > len(accs):
@@ -227,7 +232,7 @@ class ChatStreamObserver:
                 record.gaps.append(f"usage missing: stream {'failed' if state == 'error' else 'was closed'} before the usage chunk")
         except Exception as exc:
             internal_error("openai.stream_end", exc)
-        tracker.finish(error, refused=refused)
+        return refused
 
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -295,12 +300,15 @@ class ResponsesStreamObserver:
         return True
 
     def on_end(self, error: BaseException | None, exhausted: bool) -> None:
-        tracker = self.tracker
-        record = tracker.record
+        state = _state(error, exhausted)
+        self.tracker.finish(error, fill=lambda: self._assemble(state))
+
+    def _assemble(self, state: str) -> bool:
+        """The record from the terminal event's response, or from the deltas when there was none."""
+        record = self.tracker.record
         refused = False
         try:
             record.chunks = self.count
-            state = _state(error, exhausted)
             record.stream_state = state  # type: ignore[assignment]
             output = self.output
             if self.pending_tools:  # arguments of calls whose item never finished
@@ -327,4 +335,4 @@ class ResponsesStreamObserver:
                 record.finish_category = "error"
         except Exception as exc:
             internal_error("openai.stream_end", exc)
-        tracker.finish(error, refused=refused)
+        return refused

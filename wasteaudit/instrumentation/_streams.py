@@ -11,7 +11,7 @@ exit, or garbage collection of an abandoned stream.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import wrapt
 
@@ -88,11 +88,34 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         # than ``weakref.finalize``, which costs a registry entry per stream.
         _collected(self)
 
-    def __iter__(self) -> "SyncStreamProxy":
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # ``for chunk in stream`` resumes this generator once per chunk, which costs less than a
+        # call to ``__next__`` (kept for apps that call ``next(stream)`` directly). The SDK's own
+        # ``Stream.__iter__`` also hands out an iterator other than the stream.
+        return self._self_items()
+
+    def _self_items(self) -> Iterator[Any]:
+        next_item = self.__wrapped__.__next__
+        on_item = self._self_on_item
+        while True:
+            try:
+                item = next_item()
+            except StopIteration:
+                self._self_end(None, True)
+                return
+            except BaseException as exc:
+                self._self_end(exc, False)
+                raise
+            try:
+                keep = on_item(item) is not False
+            except Exception as exc:
+                internal_error("streams.on_item", exc)
+                keep = True
+            if keep:
+                yield item
 
     def __next__(self) -> Any:
-        # The hot path (once per chunk): one call into the observer's bound method, nothing else.
+        # Once per chunk for ``next(stream)``: one call into the observer's bound method, nothing else.
         wrapped = self.__wrapped__
         on_item = self._self_on_item
         while True:

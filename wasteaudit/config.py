@@ -58,7 +58,7 @@ OPTIONS: tuple[Option, ...] = (
         "WASTEAUDIT_FINISH_IN_BACKGROUND",
         True,
         "bool",
-        "Finish calls (span end attributes, span end with the call's own end time, record hand-off) on a background thread; off: on the calling thread, so a call's span has ended when the SDK call returns.",
+        "Finish calls (span made and ended with the call's own times, end attributes, record hand-off) on a background thread; off: on the calling thread, so span processors see a call's span start when the call starts and its end when the SDK call returns.",
     ),
     Option(
         "anthropic_sdk_span",

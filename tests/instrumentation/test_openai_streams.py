@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 import pytest
 from openai_support import *  # noqa: F403 - fixtures: llm_server, oai, aoai, instrumented
@@ -417,3 +419,51 @@ def test_ids_come_from_the_first_chunk_that_has_them(oai, llm_server, records):
     call = only_call(records)
     assert (call.response_id, call.response_model) == ("chatcmpl-local-stream", "gpt-4o-mini-2024-07-18")
     assert call.choices[0].text == "One, two, three."
+
+
+def _chunk(delta: dict[str, Any] | None = None, *, index: Any = 0, finish: str | None = None, usage: dict[str, int] | None = None, choices: bool = True, **extra: Any) -> Any:
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    body: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini", "choices": [], **extra}
+    if choices:
+        body["choices"] = [{"index": index, "delta": delta or {}, "finish_reason": finish}]
+    if usage is not None:
+        body["usage"] = usage
+    return construct_type(type_=ChatCompletionChunk, value=body)
+
+
+ODD_SEQUENCES = {
+    "plain text": [_chunk({"role": "assistant", "content": ""}), _chunk({"content": "Hel"}), _chunk({"content": "lo"}), _chunk(finish="stop")],
+    "refusal after text": [_chunk({"content": "I"}), _chunk({"content": " can"}), _chunk({"refusal": "No."}), _chunk(finish="stop")],
+    "tool call after text": [
+        _chunk({"content": "Let me look"}),
+        _chunk({"content": " it up"}),
+        _chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+        _chunk(finish="tool_calls"),
+    ],
+    "usage on every chunk": [_chunk({"content": "a"}, usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}), _chunk({"content": "b"}, usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}), _chunk(finish="stop")],
+    "second choice appears": [_chunk({"content": "a"}), _chunk({"content": "b"}, index=1), _chunk({"content": "c"}), _chunk(finish="stop"), _chunk(finish="stop", index=1)],
+    "reasoning extra mid-stream": [_chunk({"content": "a"}), _chunk({"content": "b", "reasoning_content": "think"}), _chunk({"content": "c"}), _chunk(finish="stop")],
+    "text on the finishing chunk": [_chunk({"content": "a"}), _chunk({"content": "b"}), _chunk({"content": "c"}, finish="length")],
+    "usage-only chunk last": [_chunk({"content": "a"}), _chunk({"content": "b"}), _chunk(finish="stop"), _chunk(choices=False, usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})],
+    "empty and non-string content": [_chunk({"content": "a"}), _chunk({"content": None}), _chunk({"content": ""}), _chunk({"content": "b"}), _chunk(finish="stop")],
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_SEQUENCES))
+@pytest.mark.parametrize("hide_usage", [False, True])
+def test_the_text_chunk_fast_path_records_what_the_full_path_does(name: str, hide_usage: bool) -> None:
+    from wasteaudit.instrumentation._calls import CallTracker
+    from wasteaudit.instrumentation._openai_streams import ChatStreamObserver
+
+    outcomes = []
+    for fast in (True, False):
+        tracker = CallTracker(provider="openai", operation="chat", api="chat.completions", method="create", request_model="gpt-4o-mini", stream=True, params={})
+        observer = ChatStreamObserver(tracker, hide_usage=hide_usage, legacy=False, expected=1, usage_gap="usage missing")
+        shown = [(observer.on_item if fast else observer._on_item)(chunk) for chunk in ODD_SEQUENCES[name]]
+        refused = observer._assemble("completed")
+        record = tracker.record
+        outcomes.append((shown, refused, observer.count, observer.hidden, [(c.index, c.text, c.refusal, c.tool_calls, c.finish_reason, c.reasoning_text) for c in record.choices], record.finish_reasons, record.output_tokens, record.usage_source, record.response_id))
+        tracker._done = True  # not handed to any sink
+    assert outcomes[0] == outcomes[1]

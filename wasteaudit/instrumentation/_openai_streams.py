@@ -41,7 +41,7 @@ class _Choice:
 class ChatStreamObserver:
     """Chat Completions / legacy Completions chunks."""
 
-    __slots__ = ("tracker", "hide_usage", "legacy", "expected", "usage_gap", "choices", "usage", "count", "hidden", "need_ids")
+    __slots__ = ("tracker", "hide_usage", "legacy", "expected", "usage_gap", "choices", "usage", "count", "hidden", "need_ids", "text0")
 
     def __init__(self, tracker: CallTracker, *, hide_usage: bool, legacy: bool, expected: int, usage_gap: str) -> None:
         self.tracker = tracker
@@ -54,8 +54,33 @@ class ChatStreamObserver:
         self.count = 0
         self.hidden = 0
         self.need_ids = True
+        # choice 0's text parts, once its first chunk and the response ids have been seen: the
+        # fast path below then applies to the chunks that only add text to it
+        self.text0: list[str] | None = None
 
     def on_item(self, chunk: Any) -> bool:
+        text0 = self.text0
+        if text0 is not None:
+            # Most chunks carry a bit of choice 0's text and nothing else; they are recorded with
+            # the fewest reads (what :meth:`_on_item` would do with them, exactly). Streams run
+            # this between the SDK's own work per chunk, with our objects out of the CPU's caches.
+            try:
+                choices = chunk.choices
+                if type(choices) is list and len(choices) == 1 and chunk.usage is None:
+                    choice = choices[0]
+                    if choice.index == 0 and choice.finish_reason is None:
+                        delta = choice.delta
+                        if delta.tool_calls is None and delta.refusal is None and not delta.__pydantic_extra__:
+                            text = delta.content
+                            if text and type(text) is str:
+                                text0.append(text)
+                            self.count += 1
+                            return True
+            except AttributeError:
+                pass
+        return self._on_item(chunk)
+
+    def _on_item(self, chunk: Any) -> bool:
         count = self.count
         self.count = count + 1
         if count == 0:
@@ -123,6 +148,10 @@ class ChatStreamObserver:
             if self.hide_usage and not choices:
                 self.hidden += 1
                 return False
+        if self.text0 is None and not self.need_ids and not self.legacy:
+            first = self.choices.get(0)
+            if first is not None:
+                self.text0 = first.text
         return True
 
     def _host_usage(self, chunk: Any) -> None:

@@ -48,6 +48,16 @@ class CountingIds(IdGenerator):
         return next(self._next) << 64 | 0xABC
 
 
+class RandomCountingIds(CountingIds):
+    """Deterministic ids that claim to be random (W3C level 2's random-trace-id flag, where supported)."""
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
+RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+
+
 class TaggingSampler(Sampler):
     """Drops calls to gpt-4o, keeps every other span with an added attribute and a trace-state entry."""
 
@@ -78,6 +88,8 @@ PARENTS = {
     "local unsampled": SpanContext(0xA2, 0xB2, is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT)),
     "remote sampled with state": SpanContext(0xA3, 0xB3, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED), trace_state=TraceState([("vendor", "x")])),
     "remote unsampled": SpanContext(0xA4, 0xB4, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT)),
+    "remote sampled, random trace id": SpanContext(0xA5, 0xB5, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED | RANDOM)),
+    "local unsampled, random trace id": SpanContext(0xA6, 0xB6, is_remote=False, trace_flags=TraceFlags(RANDOM)),
 }
 SAMPLERS = {
     "the SDK's default": lambda: DEFAULT_ON,
@@ -100,11 +112,12 @@ def wasteaudit_tracer(provider: TracerProvider) -> Iterator[Any]:
         tracing._tracer = previous
 
 
+@pytest.mark.parametrize("ids", [CountingIds, RandomCountingIds])
 @pytest.mark.parametrize("parent_name", list(PARENTS))
 @pytest.mark.parametrize("sampler_name", list(SAMPLERS))
-def test_the_start_decision_is_the_sdks_own(sampler_name: str, parent_name: str) -> None:
-    ours = TracerProvider(sampler=SAMPLERS[sampler_name](), id_generator=CountingIds())
-    sdk = TracerProvider(sampler=SAMPLERS[sampler_name](), id_generator=CountingIds())
+def test_the_start_decision_is_the_sdks_own(sampler_name: str, parent_name: str, ids: type) -> None:
+    ours = TracerProvider(sampler=SAMPLERS[sampler_name](), id_generator=ids())
+    sdk = TracerProvider(sampler=SAMPLERS[sampler_name](), id_generator=ids())
     parent = PARENTS[parent_name]
     ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else context.Context()
     token = context.attach(ctx)

@@ -174,7 +174,7 @@ class PendingSpan:
 class _Deferral:
     """A deferring SDK tracer and the parts the calling thread uses, looked up once."""
 
-    __slots__ = ("tracer", "ids", "sampler", "enabled", "default_on", "result_type", "record_and_sample")
+    __slots__ = ("tracer", "ids", "sampler", "enabled", "default_on", "result_type", "record_and_sample", "random", "root_random")
 
     def __init__(self, sdk_tracer: Any) -> None:
         from opentelemetry.sdk.trace import sampling
@@ -191,6 +191,12 @@ class _Deferral:
         self.default_on = self.sampler is getattr(sampling, "DEFAULT_ON", None)
         self.result_type = sampling.SamplingResult
         self.record_and_sample = sampling.Decision.RECORD_AND_SAMPLE
+        # W3C Trace Context level 2's random-trace-id flag, where the SDK sets it (newer SDKs)
+        from opentelemetry.trace import TraceFlags
+
+        knows = hasattr(self.ids, "is_trace_id_random")
+        self.random = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0)) if knows else 0
+        self.root_random = bool(self.random and self.ids.is_trace_id_random())
 
 
 _deferring: tuple[Any, _Deferral | None] | None = None  # (the tracer in use, its deferral or None)
@@ -216,12 +222,17 @@ def _deferral() -> _Deferral | None:
         metrics = getattr(candidate, "_tracer_metrics", None)
         # with the SDK's own span metrics on, spans are started as the SDK counts them
         if metrics is None or type(metrics).__name__.startswith("NoOp"):
-            found = _Deferral(candidate)
+            try:
+                found = _Deferral(candidate)
+            except Exception as exc:  # an SDK release without what the deferral reads
+                from wasteaudit._internal.safety import internal_error
+
+                internal_error("tracing.deferral", exc)
     _deferring = (current, found)
     return found
 
 
-_api: Any = None  # (get_current_span, get_current, SpanContext, TraceFlags, NonRecordingSpan, RANDOM_TRACE_ID or 0)
+_api: Any = None  # (get_current_span, get_current, SpanContext, TraceFlags, NonRecordingSpan)
 
 
 def _otel_api() -> Any:
@@ -229,8 +240,7 @@ def _otel_api() -> Any:
     if _api is None:
         from opentelemetry import context, trace
 
-        flags = trace.TraceFlags
-        _api = (trace.get_current_span, context.get_current, trace.SpanContext, flags, trace.NonRecordingSpan, getattr(flags, "RANDOM_TRACE_ID", 0))
+        _api = (trace.get_current_span, context.get_current, trace.SpanContext, trace.TraceFlags, trace.NonRecordingSpan)
     return _api
 
 
@@ -245,7 +255,8 @@ def start_call_span_deferred(name: str, attributes: dict[str, Any], start_ns: in
     deferral = _deferral()
     if deferral is None:
         return start_call_span(name, attributes, start_ns, run), None
-    get_current_span, get_current, SpanContext, TraceFlags, NonRecordingSpan, random_flag = _api or _otel_api()
+    get_current_span, get_current, SpanContext, TraceFlags, NonRecordingSpan = _api or _otel_api()
+    random_flag = deferral.random
     context = parent_context(run) or get_current()
     parent = get_current_span(context).get_span_context()
     if deferral.enabled is not None and not deferral.enabled():
@@ -262,7 +273,7 @@ def start_call_span_deferred(name: str, attributes: dict[str, Any], start_ns: in
         trace_id = ids.generate_trace_id() if root else parent.trace_id
         result = deferral.sampler.should_sample(context, trace_id, name, _CLIENT or _client_kind(), attributes, ())
         flags = 1 if result.decision.is_sampled() else 0
-    if random_flag and (ids.is_trace_id_random() if root else parent.trace_flags & random_flag):
+    if random_flag and (deferral.root_random if root else parent.trace_flags & random_flag):
         flags |= random_flag
     span_id = ids.generate_span_id()
     placeholder = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=result.trace_state))

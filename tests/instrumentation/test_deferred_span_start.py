@@ -248,3 +248,26 @@ def test_finishing_on_the_calling_thread_starts_the_span_with_the_call(oai, llm_
     assert seen_during_call == [1]  # the span had started (on_start ran) before the request went out
     assert noting.starts[0][0] == threading.current_thread().name
     assert len(exporter.get_finished_spans()) == 1
+
+
+def test_a_tracer_made_before_the_app_set_its_provider_defers_once_the_provider_is_there() -> None:
+    """wasteaudit's tracer may be a proxy (made before the app set its provider): it defers
+    through the SDK tracer the proxy resolves to, and starts spans at once until then."""
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    proxy = trace.ProxyTracer("wasteaudit")
+    previous = tracing._tracer
+    tracing._tracer = proxy
+    try:
+        before, pending_before = tracing.start_call_span_deferred("chat m", dict(ATTRS), 1_000, None)
+        proxy._real_tracer = provider.get_tracer("wasteaudit")  # what the proxy does once a provider is set
+        placeholder, pending = tracing.start_call_span_deferred("chat m", dict(ATTRS), 2_000, None)
+        assert pending is not None
+        made = pending.open()
+        made.end(end_time=3_000)
+    finally:
+        tracing._tracer = previous
+    assert pending_before is None and not before.is_recording()
+    [span] = exporter.get_finished_spans()
+    assert span.get_span_context() == placeholder.get_span_context() and (span.start_time, span.end_time) == (2_000, 3_000)

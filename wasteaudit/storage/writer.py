@@ -176,7 +176,10 @@ class Writer:
                     return False
                 if self._size >= self.queue_size:
                     self._dropped_queue_full += 1
-                    self._count_drops("queue_full", 1)
+                    now = _clock()  # inline _count_drops: an overloaded app refuses many records
+                    if not self._drop_hour <= now < self._drop_hour_end:
+                        self._start_drop_hour(now)
+                    self._queue_full_staged += 1
                     return False
                 queue = self._queue
                 queue.append(record)
@@ -299,6 +302,9 @@ class Writer:
         # Drops per (UTC hour as epoch seconds, reason): this writer's totals (under _cond), and
         # the totals the database holds (database thread); a key leaves both once written and old.
         self._drops: dict[tuple[int, str], int] = {}
+        self._drops_staged: dict[str, int] = {}  # reason -> drops in [_drop_hour, _drop_hour_end), not in _drops yet
+        self._queue_full_staged = 0  # the same for queue_full (the one reason counted at a high rate)
+        self._drop_hour = self._drop_hour_end = 0
         self._drops_written: dict[tuple[int, str], int] = {}
         self._drops_broken = False  # the drop rows cannot be written (never at the cost of a record)
 
@@ -327,9 +333,27 @@ class Writer:
 
     def _count_drops(self, reason: str, count: int) -> None:
         """Count drops in the current UTC hour (caller holds ``_cond``)."""
-        key = (_hour(_clock()), reason)
-        drops = self._drops
-        drops[key] = drops.get(key, 0) + count
+        now = _clock()
+        if not self._drop_hour <= now < self._drop_hour_end:
+            self._start_drop_hour(now)
+        staged = self._drops_staged
+        staged[reason] = staged.get(reason, 0) + count
+
+    def _start_drop_hour(self, now: float) -> None:
+        """Move the staged counts into ``_drops`` and stage the hour ``now`` falls in (holding ``_cond``)."""
+        self._fold_staged_drops()
+        self._drop_hour = _hour(now)
+        self._drop_hour_end = self._drop_hour + HOUR_S
+
+    def _fold_staged_drops(self) -> None:
+        staged, drops, hour = self._drops_staged, self._drops, self._drop_hour
+        if self._queue_full_staged:
+            staged["queue_full"] = staged.get("queue_full", 0) + self._queue_full_staged
+            self._queue_full_staged = 0
+        for reason, count in staged.items():
+            key = (hour, reason)
+            drops[key] = drops.get(key, 0) + count
+        staged.clear()
 
     def _settle(self, written: int = 0, db_error: int = 0, invalid: int = 0) -> None:
         with self._cond:
@@ -580,6 +604,8 @@ class Writer:
         if self._drops_broken:
             return {}
         with self._cond:
+            if self._drops_staged or self._queue_full_staged:
+                self._fold_staged_drops()
             if not self._drops:
                 return {}
             written = self._drops_written

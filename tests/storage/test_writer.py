@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from wasteaudit.records import AttemptRecord, ChoiceContent
 from wasteaudit.storage.convert import GAP_NUMBER_REPLACED, GAP_TEXT_REPLACED
 from wasteaudit.storage.engine import create_engine_for
-from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow
-from wasteaudit.storage.writer import Writer
+from wasteaudit.storage.models import AttemptRow, CallRow, DropRow, RunRow, ScoreRow
+from wasteaudit.storage.writer import Writer, _hostname
 
 
 @pytest.fixture
@@ -575,8 +575,6 @@ T0 = 1_795_000_000.0 - 1_795_000_000.0 % HOUR  # 2026-11-18 07:00 UTC: a fixed c
 
 def _drops(url: str) -> dict[tuple[float, str], int]:
     """``{(hour as epoch seconds, reason): records}`` summed over writers."""
-    from wasteaudit.storage.models import DropRow
-
     table = DropRow.__table__
     out: dict[tuple[float, str], int] = {}
     for hour, reason, records in _rows(url, sa.select(table.c.hour, table.c.reason, table.c.records)):
@@ -678,7 +676,7 @@ def test_concurrent_writers_drop_counts_add_up(db_url: str, monkeypatch: pytest.
         for w in writers:
             w._engine.dispose()
     assert _drops(db_url) == {(T0, "queue_full"): 25 * (1 + 2 + 3 + 4), (T0, "closed"): 25 * 4}
-    assert _count(db_url, sa.text("wasteaudit_drops")) == 8  # one row per writer and reason
+    assert _count(db_url, DropRow) == 8  # one row per writer and reason
 
 
 def test_the_records_a_killed_writer_still_held_are_counted_as_drops_by_the_next(db_url: str, call: Any) -> None:
@@ -693,7 +691,7 @@ def test_the_records_a_killed_writer_still_held_are_counted_as_drops_by_the_next
         ensure_schema(engine)
         with engine.begin() as connection:
             connection.execute(sa.insert(WriterStateRow.__table__).values(
-                id="d" * 32, host=writer_module_hostname(), pid=gone.pid, started_at=T0, updated_at=T0 + 2 * HOUR + 5,
+                id="d" * 32, host=_hostname(), pid=gone.pid, started_at=T0, updated_at=T0 + 2 * HOUR + 5,
                 pending=7, written=3, dropped=0,
             ))
     finally:
@@ -706,8 +704,3 @@ def test_the_records_a_killed_writer_still_held_are_counted_as_drops_by_the_next
             assert w.shutdown(timeout=10)
     assert _drops(db_url) == {(T0 + 2 * HOUR, "unclean_exit"): 7}
 
-
-def writer_module_hostname() -> str:
-    from wasteaudit.storage.writer import _hostname
-
-    return _hostname()

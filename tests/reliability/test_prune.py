@@ -19,7 +19,7 @@ from wasteaudit.records import CallRecord, RunRecord
 from wasteaudit.scoring.engine import Scorer
 from wasteaudit.scoring.runner import score_pending
 from wasteaudit.storage.engine import create_engine_for
-from wasteaudit.storage.models import AttemptRow, CallRow, FindingRow, RunRow, ScoreRow
+from wasteaudit.storage.models import AttemptRow, CallRow, DropRow, FindingRow, RunRow, ScoreRow
 from wasteaudit.storage.retention import PRUNED, parse_age, prune_content, strip_evidence
 
 calls_t, runs_t, findings_t, scores_t, attempts_t = (m.__table__ for m in (CallRow, RunRow, FindingRow, ScoreRow, AttemptRow))
@@ -69,8 +69,19 @@ def _comparable(report: dict[str, Any]) -> dict[str, Any]:
 def test_prune_deletes_old_content_and_keeps_figures_and_reports(audited, capsys):
     url, week, old, new = audited
     engine = create_engine_for(url)
+    drops_t = DropRow.__table__
+    hour = lambda t: datetime.fromtimestamp(t - t % 3600, timezone.utc)  # noqa: E731
+    _, at = _old_week()
+    with engine.begin() as conn:  # the writers' drop counts are figures: prune keeps them, old or new
+        conn.execute(sa.insert(drops_t), [
+            {"hour": hour(at), "reason": "queue_full", "writer_id": "a" * 32, "host": "h", "pid": 1, "records": 12},
+            {"hour": hour(time.time()), "reason": "db_error", "writer_id": "b" * 32, "host": "h", "pid": 2, "records": 1},
+        ])
+    with engine.connect() as conn:
+        drops0 = sorted(tuple(r) for r in conn.execute(sa.select(drops_t)).all())
     before_report = build_report(url, week=week)
     assert before_report["totals"]["calls"] == OLD_CALLS and before_report["totals"]["waste"]["tokens"] > 0
+    assert before_report["dropped_records"] == 12
     calls0, runs0, findings0, scores0, attempts0 = (_rows(engine, t) for t in (calls_t, runs_t, findings_t, scores_t, attempts_t))
     old_ids = {r.id for r in old if isinstance(r, CallRecord)}
     old_runs = {r.id for r in old if isinstance(r, RunRecord)}
@@ -116,6 +127,8 @@ def test_prune_deletes_old_content_and_keeps_figures_and_reports(audited, capsys
 
     # The old week's report gives the same figures; a second prune has nothing left to do.
     assert _comparable(build_report(url, week=week)) == _comparable(before_report)
+    with engine.connect() as conn:
+        assert sorted(tuple(r) for r in conn.execute(sa.select(drops_t)).all()) == drops0
     assert prune_content(url, timedelta(days=90)).calls == 0
 
 

@@ -45,6 +45,7 @@ def test_postgresql_going_away_keeps_the_buffer_and_writes_it_when_back(
     proxy.cut()
 
     during = [f"during-{i}" for i in range(200)]
+    outage_started = time.time()
     for marker in during:
         check_answer(ask(client, marker), marker)  # the app sees every answer, untouched
     wait_for(lambda: wasteaudit.status()["last_error"] is not None)
@@ -60,12 +61,34 @@ def test_postgresql_going_away_keeps_the_buffer_and_writes_it_when_back(
     status = wasteaudit.status()
     assert status["written"] == len(before) + 120 and status["pending"] == 0
     assert status["dropped_db_error"] == 0 and status["dropped_queue_full"] == 80
+    # The drops counted during the outage reached the database with the batch that got through,
+    # in the UTC hour they happened (the clock may have crossed an hour meanwhile).
+    wait_for(lambda: _stored_drops(url)[0] == 80)
+    total, hours, reasons = _stored_drops(url)
+    assert reasons == {"queue_full"}
+    assert all(outage_started - outage_started % 3600 <= h <= time.time() for h in hours)
 
     after = [f"after-{i}" for i in range(10)]  # and it carries on as before
     for marker in after:
         check_answer(ask(client, marker), marker)
     assert wasteaudit.flush(30)
     assert len(stored_markers(url)) == len(before) + 120 + 10
+
+
+def _stored_drops(url: str) -> tuple[int, list[float], set[str]]:
+    """(records, the hours as epoch seconds, the reasons) in ``wasteaudit_drops``."""
+    import sqlalchemy as sa
+
+    from wasteaudit.storage.engine import create_engine_for
+    from wasteaudit.storage.models import DropRow
+
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(DropRow.hour, DropRow.reason, DropRow.records)).all()
+    finally:
+        engine.dispose()
+    return sum(r.records for r in rows), [r.hour.timestamp() for r in rows], {r.reason for r in rows}
 
 
 def test_a_sqlite_file_locked_by_another_process_delays_writes_but_loses_nothing(

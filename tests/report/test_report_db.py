@@ -275,15 +275,22 @@ def test_tag_breakdown(url: str) -> None:
     assert sum(r["calls"] for r in by_team.values()) == 30 + 24 + 5 + 2 + 300 + 4
 
 
-def test_dropped_records_are_null_with_a_note_unless_the_caller_knows_them(url: str, report: dict[str, Any]) -> None:
-    # The writer's drop counters are not in the database: unknown is null, never a made-up 0.
-    assert report["dropped_records"] is None
-    assert any(note.startswith("dropped_records:") for note in report["notes"])
-    assert "records dropped by the writer: unknown" in render(report, "text")
+def test_dropped_records_are_the_stored_drop_counts_with_a_note_unless_the_caller_knows_them(
+    url: str, report: dict[str, Any]
+) -> None:
+    # The dataset's writer dropped nothing: a real 0 read from wasteaudit_drops (tests/report/test_drops.py
+    # has drops), with a note on what the count covers; a database without the table says null.
+    assert report["dropped_records"] == 0 and type(report["dropped_records"]) is int
+    notes = [note for note in report["notes"] if note.startswith("dropped_records:")]
+    assert len(notes) == 1 and "never reached this database" in notes[0] and "Previous period: 0." in notes[0]
+    assert "drops" not in [a["kind"] for a in report["alarms"]]
+    assert "records dropped by the writer: 0" in render(report, "text")
+    jsonschema.validate(report, schema())
     known = build_report(url, now=NOW, price_overrides=PRICES, dropped_records=3)
     assert known["dropped_records"] == 3
     assert [a["kind"] for a in known["alarms"]].count("drops") == 1
     assert not any(note.startswith("dropped_records:") for note in known["notes"])
+    assert "records dropped by the writer: 3" in render(known, "text")
     jsonschema.validate(known, schema())
 
 

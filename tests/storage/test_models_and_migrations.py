@@ -68,6 +68,7 @@ def test_upgrade_from_empty_gives_exactly_the_models_schema(engine: sa.Engine) -
         "wasteaudit_findings",
         "wasteaudit_scores",
         "wasteaudit_writer_state",
+        "wasteaudit_drops",
         "wasteaudit_rollup_dirty",
         "wasteaudit_rollup_calls",
         "wasteaudit_rollup_waste",

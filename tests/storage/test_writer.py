@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import sqlalchemy as sa
 from wasteaudit.records import AttemptRecord, ChoiceContent
 from wasteaudit.storage.convert import GAP_NUMBER_REPLACED, GAP_TEXT_REPLACED
 from wasteaudit.storage.engine import create_engine_for
-from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow
-from wasteaudit.storage.writer import Writer
+from wasteaudit.storage.models import AttemptRow, CallRow, DropRow, RunRow, ScoreRow
+from wasteaudit.storage.writer import Writer, _hostname
 
 
 @pytest.fixture
@@ -564,3 +565,142 @@ def test_the_writers_sqlite_connections_keep_a_larger_cache_and_checkpoint_less_
             assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -2000
     finally:
         other.dispose()
+
+
+# --- drops per hour (wasteaudit_drops) ------------------------------------------------------------
+
+HOUR = 3600.0
+T0 = 1_795_000_000.0 - 1_795_000_000.0 % HOUR  # 2026-11-18 07:00 UTC: a fixed clock for the drops' hours
+
+
+def _drops(url: str) -> dict[tuple[float, str], int]:
+    """``{(hour as epoch seconds, reason): records}`` summed over writers."""
+    table = DropRow.__table__
+    out: dict[tuple[float, str], int] = {}
+    for hour, reason, records in _rows(url, sa.select(table.c.hour, table.c.reason, table.c.records)):
+        hour = hour if isinstance(hour, datetime) else datetime.fromisoformat(hour)
+        key = (hour.replace(tzinfo=hour.tzinfo or timezone.utc).timestamp(), reason)
+        out[key] = out.get(key, 0) + records
+    return out
+
+
+def test_drops_while_the_database_is_unreachable_are_stored_in_their_hour_once_it_is_back(
+    tmp_path: Path, call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wasteaudit.storage import writer as writer_module
+
+    clock = [T0 + 20 * 60]  # 07:20
+    monkeypatch.setattr(writer_module, "_clock", lambda: clock[0])
+    directory = tmp_path / "not-yet"
+    url = f"sqlite:///{directory}/wasteaudit.db"
+    w = Writer(url, queue_size=10, batch_size=5, flush_interval=0.01)
+    try:
+        accepted = [w.submit(call()) for _ in range(25)]  # 15 refused at 07:20
+        _wait_for(lambda: w.stats()["last_error"] is not None)
+        clock[0] = T0 + HOUR + 59 * 60  # 08:59
+        accepted += [w.submit(call()) for _ in range(4)]
+        assert accepted.count(False) == 19 and w.stats()["dropped_queue_full"] == 19
+
+        clock[0] = T0 + 3 * HOUR  # the database comes back at 10:00: the drops keep their own hours
+        directory.mkdir()
+        assert w.flush(15)
+        _wait_for(lambda: _drops(url) == {(T0, "queue_full"): 15, (T0 + HOUR, "queue_full"): 4})
+        assert _count(url, CallRow) == 10
+
+        bad = call(provider=None)  # refused by the database at 10:00, written once idle
+        assert w.submit(bad) and w.flush(15)
+        _wait_for(lambda: _drops(url).get((T0 + 3 * HOUR, "db_error")) == 1)
+    finally:
+        assert w.shutdown(timeout=10)
+    assert _drops(url) == {(T0, "queue_full"): 15, (T0 + HOUR, "queue_full"): 4, (T0 + 3 * HOUR, "db_error"): 1}
+
+
+def test_a_batch_written_again_after_its_commit_does_not_count_its_drops_twice(
+    db_url: str, call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wasteaudit.storage import writer as writer_module
+    from wasteaudit.storage.writer import _Batch
+
+    monkeypatch.setattr(writer_module, "_clock", lambda: T0 + 60)
+    w = _offline_writer(db_url)
+    try:
+        with w._cond:
+            w._count_drops("queue_full", 7)
+        units = w._prepare(_Batch([call()]))
+        committed = w._drops_committed
+        w._drops_committed = lambda totals: None  # the commit happened, the client never heard
+        w._insert(w._engine, units)
+        w._drops_committed = committed
+        w._insert(w._engine, units)  # the retry
+        assert _drops(db_url) == {(T0, "queue_full"): 7}
+
+        with w._cond:
+            w._count_drops("queue_full", 2)
+        w._insert(w._engine, w._prepare(_Batch([call()])))
+        w._insert(w._engine, units)  # nothing new to write: still 9
+        assert _drops(db_url) == {(T0, "queue_full"): 9}
+        assert w._unwritten_drops() == {}
+    finally:
+        w._engine.dispose()
+    assert _count(db_url, CallRow) == 2
+
+
+def test_concurrent_writers_drop_counts_add_up(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wasteaudit.storage import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_clock", lambda: T0 + 1800)
+    writers = [_offline_writer(db_url) for _ in range(4)]
+    start = threading.Barrier(len(writers))
+    errors: list[BaseException] = []
+
+    def drop_and_write(w: Writer, index: int) -> None:
+        try:
+            start.wait()
+            for _ in range(25):  # 25 rounds of drops, each written at once: the writers' upserts interleave
+                with w._cond:
+                    w._count_drops("queue_full", index + 1)
+                    w._count_drops("closed", 1)
+                w._write_drops()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drop_and_write, args=(w, i)) for i, w in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert all(w._unwritten_drops() == {} and not w._drops_broken for w in writers)
+    finally:
+        for w in writers:
+            w._engine.dispose()
+    assert _drops(db_url) == {(T0, "queue_full"): 25 * (1 + 2 + 3 + 4), (T0, "closed"): 25 * 4}
+    assert _count(db_url, DropRow) == 8  # one row per writer and reason
+
+
+def test_the_records_a_killed_writer_still_held_are_counted_as_drops_by_the_next(db_url: str, call: Any) -> None:
+    from wasteaudit.storage.models import WriterStateRow
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    engine = create_engine_for(db_url)
+    try:
+        from wasteaudit.storage.schema import ensure_schema
+
+        ensure_schema(engine)
+        with engine.begin() as connection:
+            connection.execute(sa.insert(WriterStateRow.__table__).values(
+                id="d" * 32, host=_hostname(), pid=gone.pid, started_at=T0, updated_at=T0 + 2 * HOUR + 5,
+                pending=7, written=3, dropped=0,
+            ))
+    finally:
+        engine.dispose()
+    for _ in range(2):  # reported, and counted, once
+        w = Writer(db_url, flush_interval=0.01)
+        try:
+            assert w.submit(call()) and w.flush(30)
+        finally:
+            assert w.shutdown(timeout=10)
+    assert _drops(db_url) == {(T0 + 2 * HOUR, "unclean_exit"): 7}
+

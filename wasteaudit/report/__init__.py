@@ -80,7 +80,7 @@ def build_report(
             renderers lead with; ``by_function`` and ``by_model`` are always included.
         now: the clock, for the default period and ``generated_at`` (tests inject it).
         settings: thresholds (:class:`wasteaudit.report.efficiency.Settings`).
-        dropped_records: the writer's drop count if the caller knows it (the database does not).
+        dropped_records: overrides the drop count the report reads from ``wasteaudit_drops``.
         price_overrides: prices for the missed-cache estimate (default: the configured ``price_overrides``).
     """
     from sqlalchemy.exc import SQLAlchemyError

@@ -300,14 +300,38 @@ def finding_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+#: How the renderers name the writer's drop reasons (``wasteaudit_drops.reason``).
+DROP_REASONS = {
+    "queue_full": "buffer full",
+    "db_error": "refused by the database",
+    "invalid": "not convertible",
+    "closed": "after shutdown",
+    "unclean_exit": "lost in a killed process",
+}
+
+
+def _dropped_text(report: dict[str, Any]) -> str:
+    """``dropped_records``, with its reasons and the previous period's count when the drops alarm has them."""
+    dropped = report.get("dropped_records")
+    if dropped is None:
+        return "unknown (not in the database)"
+    alarm = next((a for a in report.get("alarms", ()) if a.get("kind") == "drops"), None)
+    details = (alarm or {}).get("details") or {}
+    parts = []
+    if details.get("by_reason"):
+        parts.append(", ".join(f"{DROP_REASONS.get(r, r)} {n:,}" for r, n in details["by_reason"].items()))
+    if details.get("previous_dropped_records") is not None:
+        parts.append(f"previous period {details['previous_dropped_records']:,}")
+    return f"{dropped:,}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
 def side_lines(report: dict[str, Any]) -> list[str]:
     judge = report.get("judge") or {}
     missed = report.get("missed_cache") or {}
     lines = [
         f"missed cache savings (input side, estimate): {money(report.get('missed_cache_savings_usd'))}"
         f" — {missed.get('tokens', 0):,} prompt tokens in {missed.get('groups', 0):,} repeated prefixes",
-        "records dropped by the writer: "
-        + ("unknown (not in the database)" if report.get("dropped_records") is None else f"{report['dropped_records']:,}"),
+        "records dropped by the writer: " + _dropped_text(report),
     ]
     if judge.get("calls"):
         lines.append(

@@ -251,16 +251,26 @@ def model_alarms(table: dict[str, Any]) -> list[dict[str, Any]]:
     return alarms
 
 
-def drops_alarm(dropped: int | None) -> list[dict[str, Any]]:
+def drops_alarm(
+    dropped: int | None, *, previous: int | None = None, by_reason: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """``drops`` whenever the period has dropped records; with the previous period's count and
+    the counts by reason when they come from the database (``wasteaudit_drops``)."""
     if not dropped or dropped <= 0:
         return []
+    details: dict[str, Any] = {"dropped_records": dropped}
+    if previous is not None:
+        details["previous_dropped_records"] = previous
+    if by_reason:
+        details["by_reason"] = dict(by_reason)
+    before = "" if previous is None else f" (previous period: {previous:,})"
     return [
         _alarm(
             "drops",
             "total",
             "writer",
-            f"the writer dropped {dropped:,} records: every figure undercounts.",
-            dropped_records=dropped,
+            f"the writer dropped {dropped:,} records{before}: every figure undercounts.",
+            **details,
         )
     ]
 

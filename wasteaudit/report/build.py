@@ -50,9 +50,17 @@ SUBKINDS = {
 BY_CHOICES = ("function", "model", "provider", "tag")
 
 DROPPED_NOTE = (
-    "dropped_records: the writer keeps its drop counters in the memory of the process that wrote, "
-    "not in the database, so this report cannot see them: dropped_records is null (unknown), not 0. "
-    "A caller that knows the count passes build_report(..., dropped_records=n)."
+    "dropped_records: records the writers dropped in this period (buffer full, refused by the database, "
+    "not convertible, submitted after shutdown, or still in memory when a process was killed: those are "
+    "counted by the next writer on the same host), as counted per UTC hour by every writer and stored in "
+    "this database with its batches; drops during an outage are stored once the database is back. Not "
+    "known here: drops of a process that never reached this database after them (it exited or was killed "
+    "while the database was unreachable)."
+)
+DROPPED_UNKNOWN_NOTE = (
+    "dropped_records: this database has no drop counts yet (its schema predates migration v0_3_0_03; "
+    "run `wasteaudit db upgrade`), so dropped_records is null (unknown), not 0. A caller that knows the "
+    "count passes build_report(..., dropped_records=n)."
 )
 MISSED_CACHE_METHOD = (
     "Upper-bound estimate, input side only: calls of the period are grouped by function, provider and "
@@ -373,6 +381,7 @@ def _read_calls(
         ranked = rollups.top_ranking(conn, period.start, period.end, settings.top_findings) if from_rollups else None
         out["top"] = _top_findings(conn, period, settings.top_findings, ranked)
         out["judge"] = _judge(conn, period)
+        out["drops"] = _drops(conn, period, previous)
         cube_now = _collapse_days([r for r in out["cube"] if r.period == 1])
         probe = _PeriodData(period, cube_now, [], RunTable(settings))
         out["missed"] = _missed_cache(conn, probe, overrides)
@@ -816,6 +825,48 @@ def _judge(conn: Connection, period: Period) -> dict[str, Any]:
     }
 
 
+def _drops(conn: Connection, period: Period, previous: Period) -> dict[str, Any] | None:
+    """Records the writers dropped in each period (``wasteaudit_drops``, per UTC hour): an hour
+    counts in the period where it starts. None when the database has no drop table."""
+    from sqlalchemy import case, func, inspect, select
+
+    from wasteaudit.storage.models import DropRow
+
+    table = DropRow.__table__
+    if not inspect(conn).has_table(table.name):
+        return None
+    current = case((table.c.hour >= period.start, 1), else_=0).label("current")
+    rows = conn.execute(
+        select(current, table.c.reason, func.sum(table.c.records))
+        .where(table.c.hour >= previous.start, table.c.hour < period.end)
+        .group_by(current, table.c.reason)
+    ).all()
+    out: dict[str, Any] = {"current": 0, "previous": 0, "by_reason": {}}
+    for is_current, reason, records in rows:
+        records = int(records or 0)
+        if is_current:
+            out["current"] += records
+            out["by_reason"][reason] = out["by_reason"].get(reason, 0) + records
+        else:
+            out["previous"] += records
+    out["by_reason"] = dict(sorted(out["by_reason"].items()))
+    return out
+
+
+def _dropped_note(drops: dict[str, Any], period: Period) -> str:
+    note = DROPPED_NOTE + f" Previous period: {drops['previous']:,}."
+    if not (_on_hour(period.start) and _on_hour(period.end)):
+        note += (
+            " This period does not start and end on whole UTC hours: an hour's drops count in the period "
+            "where that hour starts."
+        )
+    return note
+
+
+def _on_hour(value: datetime) -> bool:
+    return value.minute == 0 and value.second == 0 and value.microsecond == 0
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 
@@ -847,7 +898,11 @@ def build(
     prev_blocks = prev.blocks()
     totals = cur_blocks["total"]["total"]
     previous = prev_blocks["total"]["total"]
-    dropped = None if dropped_records is None else int(dropped_records)
+    drops = side.get("drops")
+    if dropped_records is not None:  # the caller's count wins
+        dropped = int(dropped_records)
+    else:
+        dropped = None if drops is None else int(drops["current"])
 
     # Week-over-week gates and alarms. A gate is computed only where an alarm could need it (an
     # efficiency figure moved the "good" way). The gates are independent (each seeds its own
@@ -884,11 +939,16 @@ def build(
             alarms += alarm_rules.week_over_week(dim, name, block, before, g and g.result(), settings)
         value_table = _value_table(cur, cur_blocks["model"], settings, value_gates)
     alarms += alarm_rules.model_alarms(value_table)
-    alarms += alarm_rules.drops_alarm(dropped)
+    from_db = dropped_records is None and drops is not None
+    alarms += alarm_rules.drops_alarm(
+        dropped,
+        previous=drops["previous"] if from_db else None,
+        by_reason=drops["by_reason"] if from_db else None,
+    )
 
     notes: list[str] = []
     if dropped_records is None:
-        notes.append(DROPPED_NOTE)
+        notes.append(DROPPED_UNKNOWN_NOTE if drops is None else _dropped_note(drops, period))
     if totals["scored_calls"] < totals["calls"]:
         notes.append(
             f"{totals['calls'] - totals['scored_calls']:,} of {totals['calls']:,} calls are not scored yet: "

@@ -1,7 +1,8 @@
 """The SQL schema: ``wasteaudit_*`` tables that can live inside an app's own database.
 
-Six hold the records; five more are the weekly report's rollups (derived, kept exact by the
-triggers of migration ``v0_3_0_02``; see docs/report.md §12).
+Six hold the records, one the writers' drop counts per hour (``wasteaudit_drops``); five more
+are the weekly report's rollups (derived, kept exact by the triggers of migration ``v0_3_0_02``;
+see docs/report.md §12).
 
 Columns mirror the record dataclasses in ``wasteaudit.records`` one to one (list and dict
 fields as JSON), plus what the writer and the scorer add: pricing status and the lease
@@ -46,6 +47,7 @@ __all__ = (
     "FindingRow",
     "ScoreRow",
     "WriterStateRow",
+    "DropRow",
     "RollupDirtyRow",
     "RollupCallRow",
     "RollupWasteRow",
@@ -296,6 +298,25 @@ class WriterStateRow(Base):
     pending: Mapped[int] = mapped_column(Integer)
     written: Mapped[int] = mapped_column(BigInteger)
     dropped: Mapped[int] = mapped_column(BigInteger)
+
+
+class DropRow(Base):
+    """Records one writer dropped in one UTC hour for one reason (migration ``v0_3_0_03``).
+
+    ``reason``: ``queue_full``, ``db_error``, ``invalid``, ``closed`` (the ``dropped_*`` of
+    ``Writer.stats()``) or ``unclean_exit`` (what a killed process still held, added by the next
+    writer on its host). ``records`` is the writer's total for the hour, written as
+    ``max(stored, new)``: a retried batch cannot count twice. The report sums it per period.
+    """
+
+    __tablename__ = "wasteaudit_drops"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)  # the start of the UTC hour
+    reason: Mapped[str] = mapped_column(String(16), primary_key=True)
+    writer_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    records: Mapped[int] = mapped_column(BigInteger)
 
 
 # --- the report's rollups (docs/report.md §12): derived data, kept exact by triggers ----------------

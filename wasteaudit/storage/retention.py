@@ -9,6 +9,8 @@ scoring state, and keeps the findings with their tokens and cost, their evidence
 numbers and the scorer's own words (:func:`strip_evidence`). Runs of that age lose their return
 value and used values; a run whose use was observable keeps an empty return value, so the
 report's unused coverage stays what it was. Scores lose their raw value (feedback text).
+Figures without content are never touched, whatever their age: the report's rollups and the
+writers' drop counts (``wasteaudit_drops``, the report's ``dropped_records``).
 
 So a report of a pruned week gives the same totals, waste and efficiency as before; what it can
 no longer give is what needs the text: the missed-cache estimate (from prompt prefixes) and text

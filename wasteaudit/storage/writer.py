@@ -25,6 +25,13 @@ still held in memory, written, dropped); a clean shutdown deletes it. A process 
 shutting down leaves its row behind, and the next writer on that host reports it (log and
 ``stats()["previous_unclean_exits"]``): how many records the dead process still held.
 
+Drops are also counted per UTC hour and reason in memory and written to ``wasteaudit_drops``
+with the next batch that commits (or on their own once the writer is idle, and at shutdown), so
+drops during an outage reach the database, in the hour they happened, once it is back; the
+weekly report sums them. Each row is this writer's total for its hour and reason, written as
+``max(stored, new)``: a batch retried after an ambiguous commit cannot count a drop twice, and
+writers never update each other's rows. A failure to write them never costs a record.
+
 Writes are idempotent, so a batch retried after an ambiguous failure cannot duplicate rows:
 runs are upserted by id (a run is re-sent when it ends, possibly after its calls), calls,
 attempts and scores are inserted with ON CONFLICT DO NOTHING. COPY has no ON CONFLICT: a COPY
@@ -62,11 +69,14 @@ logger = logging.getLogger("wasteaudit")
 
 Record = CallRecord | RunRecord | ScoreRecord
 
+HOUR_S = 3600
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 LOG_INTERVAL_S = 60.0
 ATEXIT_TIMEOUT_S = 5.0
 
+
+_clock = time.time  # the wall clock drops are counted by (tests move it)
 
 READY_BATCHES = 2  # converted batches waiting for the database thread (memory stays bounded by queue_size)
 
@@ -162,9 +172,14 @@ class Writer:
             with self._cond:
                 if self._closed:
                     self._dropped_closed += 1
+                    self._count_drops("closed", 1)
                     return False
                 if self._size >= self.queue_size:
                     self._dropped_queue_full += 1
+                    now = _clock()  # inline _count_drops: an overloaded app refuses many records
+                    if not self._drop_hour <= now < self._drop_hour_end:
+                        self._start_drop_hour(now)
+                    self._queue_full_staged += 1
                     return False
                 queue = self._queue
                 queue.append(record)
@@ -284,6 +299,14 @@ class Writer:
         self._last_batch_ok = False
         self._previous_unclean: list[dict[str, Any]] = []
         self._bulk_retries = 0  # COPY batches written again with the idempotent INSERTs
+        # Drops per (UTC hour as epoch seconds, reason): this writer's totals (under _cond), and
+        # the totals the database holds (database thread); a key leaves both once written and old.
+        self._drops: dict[tuple[int, str], int] = {}
+        self._drops_staged: dict[str, int] = {}  # reason -> drops in [_drop_hour, _drop_hour_end), not in _drops yet
+        self._queue_full_staged = 0  # the same for queue_full (the one reason counted at a high rate)
+        self._drop_hour = self._drop_hour_end = 0
+        self._drops_written: dict[tuple[int, str], int] = {}
+        self._drops_broken = False  # the drop rows cannot be written (never at the cost of a record)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here, its lock may be held forever, its queue
@@ -308,11 +331,39 @@ class Writer:
         self._thread.start()
         self._converter.start()
 
+    def _count_drops(self, reason: str, count: int) -> None:
+        """Count drops in the current UTC hour (caller holds ``_cond``)."""
+        now = _clock()
+        if not self._drop_hour <= now < self._drop_hour_end:
+            self._start_drop_hour(now)
+        staged = self._drops_staged
+        staged[reason] = staged.get(reason, 0) + count
+
+    def _start_drop_hour(self, now: float) -> None:
+        """Move the staged counts into ``_drops`` and stage the hour ``now`` falls in (holding ``_cond``)."""
+        self._fold_staged_drops()
+        self._drop_hour = _hour(now)
+        self._drop_hour_end = self._drop_hour + HOUR_S
+
+    def _fold_staged_drops(self) -> None:
+        staged, drops, hour = self._drops_staged, self._drops, self._drop_hour
+        if self._queue_full_staged:
+            staged["queue_full"] = staged.get("queue_full", 0) + self._queue_full_staged
+            self._queue_full_staged = 0
+        for reason, count in staged.items():
+            key = (hour, reason)
+            drops[key] = drops.get(key, 0) + count
+        staged.clear()
+
     def _settle(self, written: int = 0, db_error: int = 0, invalid: int = 0) -> None:
         with self._cond:
             self._written += written
             self._dropped_db_error += db_error
             self._dropped_invalid += invalid
+            if db_error:
+                self._count_drops("db_error", db_error)
+            if invalid:
+                self._count_drops("invalid", invalid)
             done = written + db_error + invalid
             self._finished += done
             self._size -= done
@@ -386,8 +437,12 @@ class Writer:
         backoff = 0.0
         while True:
             if batch is None:
+                if self._last_batch_ok and not self._ready:
+                    self._write_drops()  # idle: drops counted since the last commit
                 batch = self._next_ready()
                 if batch is None:
+                    if self._last_batch_ok:
+                        self._write_drops()  # shutting down: the drops counted meanwhile
                     return
             if self._write(batch):
                 batch, backoff = None, 0.0
@@ -461,6 +516,8 @@ class Writer:
                 return False
             self._settle(invalid=_take_invalid(batch))
             batch.units = self._isolate(batch.units)
+            if not batch.units:
+                self._write_drops()  # on their own: finds out whether the drop rows were what failed
             return not batch.units
 
     def _drop(self, batch: _Batch) -> None:
@@ -506,6 +563,11 @@ class Writer:
                     continue
                 if connection.execute(sa.delete(table).where(table.c.id == row.id)).rowcount != 1:
                     continue  # another new writer reported it first
+                if row.pending > 0:  # what it still held was lost: count it in the hour of its last batch
+                    self._upsert_drops(connection, [self._drop_params(
+                        _hour(_epoch(row.updated_at) or time.time()), "unclean_exit", row.pending,
+                        writer_id=row.id, host=row.host, pid=row.pid,
+                    )])
                 exit_info = {
                     "pid": row.pid,
                     "pending": row.pending,
@@ -534,6 +596,75 @@ class Writer:
             "written": self._written + batch_records,
             "dropped": self._dropped_queue_full + self._dropped_db_error + self._dropped_invalid + self._dropped_closed,
         })
+
+    # --- drops per hour ------------------------------------------------------------------------
+
+    def _unwritten_drops(self) -> dict[tuple[int, str], int]:
+        """This writer's drop totals that differ from what the database holds."""
+        if self._drops_broken:
+            return {}
+        with self._cond:
+            if self._drops_staged or self._queue_full_staged:
+                self._fold_staged_drops()
+            if not self._drops:
+                return {}
+            written = self._drops_written
+            return {key: total for key, total in self._drops.items() if written.get(key) != total}
+
+    def _drop_params(
+        self, hour: int, reason: str, records: int, *, writer_id: str | None = None, host: str | None = None,
+        pid: int | None = None,
+    ) -> Any:
+        statements = self._statements
+        assert statements is not None
+        return statements.upsert_drops.encode({
+            "hour": float(hour),
+            "reason": reason,
+            "writer_id": writer_id or self._writer_id,
+            "host": host or _hostname(),
+            "pid": os.getpid() if pid is None else pid,
+            "records": records,
+        })
+
+    def _upsert_drops(self, connection: Any, params: list[Any]) -> None:
+        statements = self._statements
+        assert statements is not None
+        connection.exec_driver_sql(statements.upsert_drops.sql, params)
+
+    def _drops_committed(self, totals: dict[tuple[int, str], int]) -> None:
+        """``totals`` are in the database now; forget keys of past hours that are fully written."""
+        if not totals:
+            return
+        with self._cond:
+            written, drops = self._drops_written, self._drops
+            written.update(totals)
+            # An hour two hours back gets no new drops (one hour of slack for a clock stepped back).
+            old = _hour(_clock()) - HOUR_S
+            for key in [key for key, total in written.items() if key[0] < old and drops.get(key) == total]:
+                del written[key]
+                del drops[key]
+
+    def _write_drops(self) -> None:
+        """Write the drop totals not in the database yet, in their own transaction (best effort)."""
+        totals = self._unwritten_drops()
+        engine = self._engine
+        if not totals or engine is None or self._statements is None:
+            return
+        try:
+            params = [self._drop_params(hour, reason, total) for (hour, reason), total in totals.items()]
+            with engine.begin() as connection:
+                self._upsert_drops(connection, params)
+        except Exception as exc:
+            if _classify(exc) == "transient":
+                self._on_transient(exc)  # they go with the next batch
+                return
+            self._drops_broken = True
+            self._report(
+                "drops", f"wasteaudit cannot write its drop counts, keeping them in memory only: {_describe(exc)}",
+                logging.ERROR,
+            )
+            return
+        self._drops_committed(totals)
 
     def _forget_state(self, engine: Engine) -> None:
         try:
@@ -580,8 +711,11 @@ class Writer:
         batch.invalid = invalid
         return units
 
-    def _insert(self, engine: Engine, units: list[tuple[Any, ...]], *, invalid: int = 0, bulk: bool = True) -> None:
-        """Write converted records and this writer's state row in one transaction.
+    def _insert(
+        self, engine: Engine, units: list[tuple[Any, ...]], *, invalid: int = 0, bulk: bool = True, drops: bool = True,
+    ) -> None:
+        """Write converted records, this writer's state row and (``drops``) its drop totals not
+        in the database yet, in one transaction.
 
         On PostgreSQL calls and attempts go in with COPY (``bulk``): a fraction of the server
         work of one INSERT per row. COPY cannot skip rows already stored, so if it fails for
@@ -605,6 +739,8 @@ class Writer:
         statements = self._statements
         assert statements is not None
         state = self._state_row(len(units) + invalid)
+        totals = self._unwritten_drops() if drops else {}
+        drop_params = [self._drop_params(hour, reason, total) for (hour, reason), total in totals.items()]
         tables = (
             (statements.upsert_run, list(runs.values())),
             (statements.insert_call, calls),
@@ -613,15 +749,17 @@ class Writer:
         )
         if bulk and calls and statements.copy:
             try:
-                self._write_tables(engine, tables, state, copy=True)
+                self._write_tables(engine, tables, state, drop_params, copy=True)
+                self._drops_committed(totals)
                 return
             except Exception:  # written again below; that attempt's error (if any) is the one classified
                 self._bulk_retries += 1
-        self._write_tables(engine, tables, state, copy=False)
+        self._write_tables(engine, tables, state, drop_params, copy=False)
+        self._drops_committed(totals)
 
-    def _write_tables(self, engine: Engine, tables: Any, state: Any, *, copy: bool) -> None:
+    def _write_tables(self, engine: Engine, tables: Any, state: Any, drop_params: list[Any], *, copy: bool) -> None:
         """One transaction: each table's rows (with COPY where ``copy`` and the statement has
-        column-ordered rows: calls and attempts), then this writer's state row."""
+        column-ordered rows: calls and attempts), then this writer's state row and drop totals."""
         statements = self._statements
         assert statements is not None
         with engine.begin() as connection:
@@ -637,6 +775,8 @@ class Writer:
                 else:
                     connection.exec_driver_sql(compiled.sql, compiled.params(rows))
             connection.exec_driver_sql(statements.upsert_state.sql, [state])
+            if drop_params:
+                self._upsert_drops(connection, drop_params)
 
     def _isolate(self, units: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Write one record per transaction to find and drop the ones the database refuses.
@@ -647,7 +787,7 @@ class Writer:
         assert engine is not None
         for position, unit in enumerate(units):
             try:
-                self._insert(engine, [unit], bulk=False)
+                self._insert(engine, [unit], bulk=False, drops=False)
             except Exception as exc:
                 if _classify(exc) == "transient":
                     self._on_transient(exc)
@@ -689,7 +829,9 @@ class _Statements:
 
     def __init__(self, engine: Engine) -> None:
         from wasteaudit.storage.convert import ATTEMPT_COLUMNS, CALL_COLUMNS
-        from wasteaudit.storage.models import AttemptRow, CallRow, RunRow, ScoreRow, WriterStateRow
+        from wasteaudit.storage.models import AttemptRow, CallRow, DropRow, RunRow, ScoreRow, WriterStateRow
+
+        from sqlalchemy import func
 
         dialect = engine.dialect
         if dialect.name == "postgresql":
@@ -729,6 +871,18 @@ class _Statements:
         )
         self.insert_score = _Compiled(
             insert(ScoreRow.__table__).on_conflict_do_nothing(index_elements=["id"]), ScoreRow.__table__, dialect
+        )
+        # A writer's total for an hour and reason: never lowered, so a retried batch adds nothing.
+        drops = DropRow.__table__
+        drops_insert = insert(drops)
+        larger = func.greatest if dialect.name == "postgresql" else func.max  # SQLite's two-argument max()
+        self.upsert_drops = _Compiled(
+            drops_insert.on_conflict_do_update(
+                index_elements=[drops.c.hour, drops.c.reason, drops.c.writer_id],
+                set_={"records": larger(drops.c.records, drops_insert.excluded.records)},
+            ),
+            drops,
+            dialect,
         )
 
 
@@ -805,6 +959,11 @@ def _epoch(value: Any) -> float | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.timestamp()
+
+
+def _hour(epoch: float) -> int:
+    """The start of the UTC hour ``epoch`` falls in, as epoch seconds."""
+    return int(epoch // HOUR_S) * HOUR_S
 
 
 def _hostname() -> str:

@@ -105,17 +105,32 @@ def _make_encoders() -> tuple[Any, Any]:
         return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode, None
     escape = encoder.c_encode_basestring
     cached = _encoded.get
+    # Short strings by value: keys and roles ("role", "content", "user", ...) come in every call.
+    short: dict[str, str] = {}
+    short_get = short.get
 
     def encode_string(value: str) -> str:
-        if len(value) >= ENCODED_CACHE_MIN_CHARS:
-            held = cached(id(value))
-            if held is not None and held[0] is value:
-                return held[1]
+        size = len(value)
+        if size < ENCODED_CACHE_MIN_CHARS:
+            if type(value) is str:
+                text = short_get(value)
+                if text is not None:
+                    return text
+            if "\x00" in value or (not value.isascii() and _str_problem(value)):
+                raise _Unstorable
+            text = escape(value)
+            if size <= 64 and type(value) is str:
+                if len(short) >= 4096:
+                    short.clear()
+                short[value] = text
+            return text
+        held = cached(id(value))
+        if held is not None and held[0] is value:
+            return held[1]
         if "\x00" in value or (not value.isascii() and _str_problem(value)):
             raise _Unstorable
         text = escape(value)
-        if len(value) >= ENCODED_CACHE_MIN_CHARS:
-            _remember_encoded(value, text)
+        _remember_encoded(value, text)
         return text
 
     # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan);

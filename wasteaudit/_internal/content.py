@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +90,6 @@ SCRUB_CACHE_MIN_CHARS = 256
 SCRUB_CACHE_MAX_CHARS = 4_000_000
 _scrubbed: OrderedDict[int, tuple[str, str]] = OrderedDict()
 _scrubbed_chars = 0
-_scrubbed_lock = threading.Lock()
 
 
 def scrub(text: str) -> str:
@@ -114,14 +112,19 @@ def _remember(text: str, clean: str) -> None:
     size = len(text) if clean is text else len(text) + len(clean)
     if size > SCRUB_CACHE_MAX_CHARS // 8:
         return
-    _scrubbed[id(text)] = (text, clean)  # (the GIL makes each dict operation atomic)
-    _scrubbed_chars += size  # approximate when threads race here; the trim below recounts
+    # No lock (a lock held by another thread at fork would stay held in the child): each dict
+    # operation is atomic under the GIL, the count is approximate when threads race, the trim
+    # recounts, and two trims at once only drop a few more entries.
+    _scrubbed[id(text)] = (text, clean)
+    _scrubbed_chars += size
     if _scrubbed_chars > SCRUB_CACHE_MAX_CHARS:
-        with _scrubbed_lock:
-            total = sum(map(_held_chars, list(_scrubbed.values())))
-            while total > SCRUB_CACHE_MAX_CHARS * 3 // 4 and _scrubbed:
+        total = sum(map(_held_chars, list(_scrubbed.values())))
+        while total > SCRUB_CACHE_MAX_CHARS * 3 // 4:
+            try:
                 total -= _held_chars(_scrubbed.popitem(last=False)[1])
-            _scrubbed_chars = total
+            except KeyError:
+                break
+        _scrubbed_chars = total
 
 
 def _held_chars(held: tuple[str, str]) -> int:
@@ -132,9 +135,8 @@ def _held_chars(held: tuple[str, str]) -> int:
 def forget_texts() -> None:
     """Empty the cache of long texts (benchmarks measuring texts never seen before)."""
     global _scrubbed_chars
-    with _scrubbed_lock:
-        _scrubbed.clear()
-        _scrubbed_chars = 0
+    _scrubbed.clear()
+    _scrubbed_chars = 0
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -78,7 +77,6 @@ ENCODED_CACHE_MIN_CHARS = 256
 ENCODED_CACHE_MAX_CHARS = 4_000_000
 _encoded: OrderedDict[int, tuple[str, str]] = OrderedDict()
 _encoded_chars = 0
-_encoded_lock = threading.Lock()
 
 
 class _Unstorable(ValueError):
@@ -152,23 +150,24 @@ def _remember_encoded(value: str, text: str) -> None:
     size = len(value) + len(text)
     if size > ENCODED_CACHE_MAX_CHARS // 8:
         return
-    _encoded[id(value)] = (value, text)  # (the GIL makes each dict operation atomic)
-    _encoded_chars += size  # approximate when threads race here; the trim below recounts
+    _encoded[id(value)] = (value, text)  # no lock, as in ``content._remember``
+    _encoded_chars += size
     if _encoded_chars > ENCODED_CACHE_MAX_CHARS:
-        with _encoded_lock:
-            total = sum(len(held) + len(held_text) for held, held_text in list(_encoded.values()))
-            while total > ENCODED_CACHE_MAX_CHARS * 3 // 4 and _encoded:
+        total = sum(len(held) + len(held_text) for held, held_text in list(_encoded.values()))
+        while total > ENCODED_CACHE_MAX_CHARS * 3 // 4:
+            try:
                 held, held_text = _encoded.popitem(last=False)[1]
-                total -= len(held) + len(held_text)
-            _encoded_chars = total
+            except KeyError:
+                break
+            total -= len(held) + len(held_text)
+        _encoded_chars = total
 
 
 def forget_texts() -> None:
     """Empty the cache of long texts (benchmarks measuring texts never seen before)."""
     global _encoded_chars
-    with _encoded_lock:
-        _encoded.clear()
-        _encoded_chars = 0
+    _encoded.clear()
+    _encoded_chars = 0
 
 
 _encode, _encode_content = _make_encoders()

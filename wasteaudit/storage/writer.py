@@ -44,9 +44,9 @@ import time
 import uuid
 import weakref
 from collections import deque
-from itertools import chain
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from wasteaudit.exceptions import ConfigError, MissingExtraError, StorageError
@@ -801,7 +801,7 @@ class _Compiled:
         """``rows`` as few multi-row INSERTs (each within SQLite's limit on bound variables)."""
         if self._variables is None:
             self._variables = _sqlite_variable_limit(connection)
-        per_statement = max(1, self._variables // len(self.columns or ()))
+        per_statement = max(1, min(MULTIROW_MAX_ROWS, self._variables // len(self.columns or ())))
         statements = []
         for start in range(0, len(rows), per_statement):
             part = rows[start:start + per_statement]
@@ -824,6 +824,7 @@ class _Compiled:
 
 
 _SQLITE_DEFAULT_VARIABLES = 999  # SQLite before 3.32; newer ones allow 32766 (or what they were built with)
+MULTIROW_MAX_ROWS = 1000  # rows per SQLite INSERT: ~170 KB of SQL for a call row, far below SQLite's 1 MB limit
 
 
 def _sqlite_variable_limit(connection: Any) -> int:

@@ -181,6 +181,31 @@ def build_records(templates: list[CallRecord], count: int) -> list[CallRecord]:
     return records
 
 
+def _distinct(value: Any, tag: str) -> Any:
+    """``value`` with every string of 16+ characters made different (``tag`` in front)."""
+    if isinstance(value, str):
+        return f"{tag} {value}" if len(value) >= 16 else value
+    if isinstance(value, dict):
+        return {key: _distinct(item, tag) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_distinct(item, tag) for item in value]
+    return value
+
+
+def make_content_distinct(records: list[CallRecord]) -> None:
+    """Give every record its own texts (in place): no two records share a message, a response,
+    a system prompt or a tool definition, so nothing the writer remembers from one call helps
+    with the next. Real traffic lies in between: system prompts, tool definitions and the history
+    re-sent with each turn repeat; a response's text never does."""
+    for i, record in enumerate(records):
+        tag = f"[{i:07d}]"
+        record.input_messages = _distinct(record.input_messages, tag)
+        record.system_instructions = _distinct(record.system_instructions, tag)
+        record.tool_definitions = _distinct(record.tool_definitions, tag)
+        for choice in record.choices:
+            choice.text = _distinct(choice.text, tag)
+
+
 # --- measurement -------------------------------------------------------------------------------
 
 
@@ -227,8 +252,18 @@ def _frozen_heap() -> Any:
         gc.unfreeze()
 
 
+def _forget_texts() -> None:
+    from wasteaudit._internal import content
+    from wasteaudit.storage import convert
+
+    for module in (content, convert):
+        forget = getattr(module, "forget_texts", None)
+        if forget is not None:
+            forget()
+
+
 def measure(url: str, records: list[CallRecord], batch_size: int, content_policy: bool,
-            admin: Any = None, database: str | None = None) -> dict[str, float]:
+            admin: Any = None, database: str | None = None, forget: bool = False) -> dict[str, float]:
     """Records/s through the Writer (submit to committed), and CPU per record, client and server."""
     options: dict[str, Any] = {} if content_policy else {"content_policy": None}
     # Fresh clones: the writer filters records in place (marking them done), so records reused
@@ -242,6 +277,8 @@ def measure(url: str, records: list[CallRecord], batch_size: int, content_policy
         if not writer.flush(120):
             raise RuntimeError(f"warm-up did not finish: {writer.stats()}")
         threads = (writer._converter, writer._thread)
+        if forget:  # texts the writer has seen before (warm-up, the baseline) are not remembered
+            _forget_texts()
         with _frozen_heap():
             server_before, cpu_before = _server_cpu_s(admin, database), time.process_time()
             threads_before = [_thread_cpu_s(thread) for thread in threads]
@@ -408,7 +445,8 @@ def _pg_admin() -> Any:
 def bench_sqlite(args: argparse.Namespace, records: list[CallRecord]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         floor = measure_floor(f"sqlite:///{directory}/floor.db", records, args.batch_size)
-        result = measure(f"sqlite:///{directory}/bench.db", records, args.batch_size, not args.no_content_policy)
+        result = measure(f"sqlite:///{directory}/bench.db", records, args.batch_size, not args.no_content_policy,
+                         forget=args.distinct_content)
         _report("sqlite", result, floor)
         if args.e2e_calls:
             _report_e2e("sqlite", measure_end_to_end(f"sqlite:///{directory}/e2e.db", args.e2e_calls, args.threads), args.threads)
@@ -429,7 +467,8 @@ def bench_postgresql(args: argparse.Namespace, records: list[CallRecord]) -> Non
             return server.set(drivername="postgresql+psycopg", database=database).render_as_string(hide_password=False)
 
         floor = measure_floor(url(names[1]), records, args.batch_size, admin, names[1])
-        result = measure(url(names[0]), records, args.batch_size, not args.no_content_policy, admin, names[0])
+        result = measure(url(names[0]), records, args.batch_size, not args.no_content_policy, admin, names[0],
+                         forget=args.distinct_content)
         _report("postgresql", result, floor)
         if args.e2e_calls:
             _report_e2e("postgresql", measure_end_to_end(url(names[2]), args.e2e_calls, args.threads), args.threads)
@@ -445,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument("--no-content-policy", action="store_true", help="store content as it arrives")
+    parser.add_argument("--distinct-content", action="store_true",
+                        help="no two records share a text (by default records repeat the recorded calls' texts)")
     parser.add_argument("--e2e-calls", type=int, default=2_000, help="instrumented SDK calls end to end (0: skip)")
     parser.add_argument("--threads", type=int, default=8, help="app threads making the end-to-end calls")
     args = parser.parse_args(argv)
@@ -453,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     source = f"{len(templates)} recorded calls from {CASSETTES}" if templates else "a synthetic chat call"
     templates = templates or [synthetic_template()]
     records = build_records(templates, args.records)
+    if args.distinct_content:
+        make_content_distinct(records)
+        source += ", every text made distinct"
     size = sum(len(json.dumps([c.text for c in r.choices]) + json.dumps(r.input_messages, default=str))
                for r in records[: len(templates)]) / len(templates)
     print(f"{args.records:,} call records cloned from {source} (~{size:,.0f} bytes of content each), "

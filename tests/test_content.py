@@ -194,3 +194,60 @@ def test_score_raw_values_follow_the_mode():
     assert "good answer" not in json.dumps(hashed) and hashed["score"] == 7
     assert apply_score_policy(score(dict(raw)), settings_from_env({}, content_mode="none")).raw_value is None
     assert apply_score_policy(score(0.75), settings_from_env({}, content_mode="none")).raw_value == 0.75  # a number is no text
+
+
+# --- remembered scrubs: a long text scrubbed again gives exactly what a fresh scan gives ---------
+
+_SECRETS = [
+    KEY, "sk-ant-api03-" + "x" * 40, "sk-svcacct-" + "Z" * 20, "Bearer abcdefghijklmnopqrstuvwxyz012345",
+    "bearer\t" + "q" * 16, "AKIAABCDEFGHIJKLMNOP", "AIza" + "B" * 35, "ghp_" + "a" * 36, "gho_" + "9" * 40,
+    "xoxb-1234567890-abc", "xoxp-" + "1" * 10, "api_key=supersecretvalue123", "API-KEY: abcdefgh", "apikey='12345678'",
+    "x-api-key: abcdefgh12345678", "password: hunter22hunter", 'secret="0123456789abcdef"',
+    "Authorization = dXNlcjpwYXNzd29yZA", "PASSWORD\n:\n hunter22",
+]
+_NEAR_MISSES = [
+    "sk-" + "a" * 15, "sk-short", "Bearer of bad news", "bearer " + "x" * 15, "AKIA" + "A" * 15, "akia" + "A" * 16,
+    "AIza" + "B" * 34, "ghp_" + "a" * 35, "ghx_" + "a" * 36, "xoxz-1234567890", "xoxb-123456789",
+    "password: short", "secret=1234567", "the secret of it", "api key: value", "paſſword: hunter22hunter",
+    "api_\u212aey=abcdefghij",  # KELVIN SIGN: lower() makes it "k"
+]
+
+
+def _fresh_scrub(text: str) -> str:
+    """``scrub`` as it was before long texts were remembered: the gates, then the regex."""
+    from wasteaudit._internal.content import _SECRET_PATTERNS, MIN_SECRET_CHARS, _may_hold_secret
+
+    if len(text) < MIN_SECRET_CHARS or not _may_hold_secret(text):
+        return text
+    return _SECRET_PATTERNS.sub(REDACTED, text)
+
+
+@pytest.mark.parametrize("padding", [0, 300, 5000])
+def test_a_remembered_scrub_is_exactly_a_fresh_one(padding):
+    prose = ("Ordinary prose — with ünïcödé, emoji 😀, quotes \" and \\ backslashes.\n" * 200)[:padding]
+    texts = [f"{prose}{piece}{prose[:40]}" for piece in _SECRETS + _NEAR_MISSES]
+    texts += [f"{prose}{a} then {b}" for a, b in zip(_SECRETS, reversed(_NEAR_MISSES))]
+    for text in texts:
+        expected = _fresh_scrub(text)
+        assert scrub(text) == expected  # first time: scanned (and remembered if long)
+        assert scrub(text) == expected  # again: remembered
+        assert scrub("".join([text[:1], text[1:]])) == expected  # an equal text, another object
+    assert all(REDACTED in scrub(f"{prose}{secret}") for secret in _SECRETS)
+
+
+def test_remembered_scrubs_stay_within_their_budget(monkeypatch):
+    from wasteaudit._internal import content
+
+    monkeypatch.setattr(content, "SCRUB_CACHE_MAX_CHARS", 20_000)
+    content.forget_texts()
+    try:
+        texts = [f"text {i} " + "x" * 700 for i in range(200)]
+        for text in texts:
+            assert scrub(text) == text
+        held = sum(content._held_chars(entry) for entry in content._scrubbed.values())
+        assert 0 < held <= 20_000 and content._scrubbed_chars == held
+        assert all(entry[0] is texts[-1] for entry in [content._scrubbed[id(texts[-1])]])  # the newest are kept
+        secret = "y" * 700 + " password: hunter22hunter"
+        assert scrub(secret) == scrub(secret) == "y" * 700 + " " + REDACTED
+    finally:
+        content.forget_texts()

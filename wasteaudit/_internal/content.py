@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -72,11 +73,70 @@ def _may_hold_secret(text: str) -> bool:
     return False
 
 
-def scrub(text: str) -> str:
-    """Replace credentials by a marker; ordinary text costs a few substring scans."""
-    if len(text) < MIN_SECRET_CHARS or not _may_hold_secret(text):
+def _scrub(text: str) -> str:
+    if not _may_hold_secret(text):
         return text
     return _SECRET_PATTERNS.sub(REDACTED, text)
+
+
+# Scrubbed long texts, by identity. The same text object reaches the policy again and again: a
+# system prompt, the conversation history an app re-sends with every turn, tool definitions
+# (the request keeps references to the app's own objects). ``scrub`` is a pure function of the
+# text, so a hit is exactly what scanning again would give; keying by identity costs nothing on a
+# miss (no hash of the text), and the entry holds the text, so its id cannot be reused while it
+# is there. Bounded by the characters held (oldest out first); shorter texts are scanned each
+# time (a lookup would cost about as much).
+SCRUB_CACHE_MIN_CHARS = 256
+SCRUB_CACHE_MAX_CHARS = 4_000_000
+_scrubbed: OrderedDict[int, tuple[str, str]] = OrderedDict()
+_scrubbed_chars = 0
+
+
+def scrub(text: str) -> str:
+    """Replace credentials by a marker; ordinary text costs a few substring scans (once per long text object)."""
+    size = len(text)
+    if size < MIN_SECRET_CHARS:
+        return text
+    if size < SCRUB_CACHE_MIN_CHARS:
+        return _scrub(text)
+    held = _scrubbed.get(id(text))
+    if held is not None and held[0] is text:
+        return held[1]
+    clean = _scrub(text)
+    _remember(text, clean)
+    return clean
+
+
+def _remember(text: str, clean: str) -> None:
+    global _scrubbed_chars
+    size = len(text) if clean is text else len(text) + len(clean)
+    if size > SCRUB_CACHE_MAX_CHARS // 8:
+        return
+    # No lock (a lock held by another thread at fork would stay held in the child): each dict
+    # operation is atomic under the GIL, the count is approximate when threads race, the trim
+    # recounts, and two trims at once only drop a few more entries.
+    _scrubbed[id(text)] = (text, clean)
+    _scrubbed_chars += size
+    if _scrubbed_chars > SCRUB_CACHE_MAX_CHARS:
+        total = sum(map(_held_chars, list(_scrubbed.values())))
+        while total > SCRUB_CACHE_MAX_CHARS * 3 // 4:
+            try:
+                total -= _held_chars(_scrubbed.popitem(last=False)[1])
+            except KeyError:
+                break
+        _scrubbed_chars = total
+
+
+def _held_chars(held: tuple[str, str]) -> int:
+    text, clean = held
+    return len(text) if clean is text else len(text) + len(clean)
+
+
+def forget_texts() -> None:
+    """Empty the cache of long texts (benchmarks measuring texts never seen before)."""
+    global _scrubbed_chars
+    _scrubbed.clear()
+    _scrubbed_chars = 0
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
@@ -102,6 +162,21 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
 
 def _filtered(value: Any, fn: Any, _depth: int = 0) -> Any:
     """``_map_strings(to_jsonable(value), fn)`` in one walk: plain JSON data with ``fn`` applied to its strings."""
+    kind = type(value)  # plain dicts, lists and strings first: what messages are made of
+    if kind is str:
+        return fn(value)
+    if _depth <= 32:
+        if kind is dict:
+            return {
+                (k if type(k) is str else str(k)): (fn(v) if type(v) is str else _filtered(v, fn, _depth + 1))
+                for k, v in value.items()
+            }
+        if kind is list:
+            return [fn(v) if type(v) is str else _filtered(v, fn, _depth + 1) for v in value]
+    return _filtered_any(value, fn, _depth)
+
+
+def _filtered_any(value: Any, fn: Any, _depth: int) -> Any:
     if isinstance(value, str):
         return fn(value)
     if value is None or isinstance(value, (bool, int, float)):
@@ -176,6 +251,17 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
         if cut:
             record.content_truncated = True
         return capped
+
+    if mode == "full" or (mode == "redacted" and redact is None):
+
+        def text_fn(text: str) -> Any:  # the same, without the steps that do nothing here
+            clean = scrub(text)
+            if len(clean) * 4 <= limit:
+                return clean
+            capped, cut = _cap(clean, limit)
+            if cut:
+                record.content_truncated = True
+            return capped
 
     if mode == "none":
         record.input_messages = None

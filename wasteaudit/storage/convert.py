@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from typing import Any
 
 from wasteaudit.records import CallRecord, ChoiceContent, RunRecord, ScoreRecord
@@ -70,28 +71,106 @@ def json_default(value: Any) -> Any:
     return _fix_str(str(value))
 
 
-def _make_encoder() -> Any:
-    """Compact, NaN-rejecting JSON encoding with the C encoder built once.
+# Encoded long strings of call content, by identity (as ``content.scrub`` keeps scrubbed ones, and
+# for the same reason); bounded by the characters held.
+ENCODED_CACHE_MIN_CHARS = 256
+ENCODED_CACHE_MAX_CHARS = 4_000_000
+_encoded: OrderedDict[int, tuple[str, str]] = OrderedDict()
+_encoded_chars = 0
+
+
+class _Unstorable(ValueError):
+    """A string holds a NUL or a lone surrogate: the value is repaired and encoded again."""
+
+
+def _make_encoders() -> tuple[Any, Any]:
+    """Compact, NaN-rejecting JSON encoders with the C encoder built once: ``(plain, content)``.
 
     ``json.dumps``/``JSONEncoder.encode`` build a new C encoder on every call, which costs more
     than encoding a typical small value; the writer encodes ~10 values per call.
+
+    ``content`` is for the call's messages and responses: each string (value or key) goes
+    through ``encode_string``, the C encoder's own escaping, remembered for long strings (the
+    same system prompt and history come with call after call, and escaping them is most of the
+    encoding's cost), after a check that the string is storable (``ValueError`` if not). That
+    costs a Python call per string, so values made of many short strings (parameters, tool
+    schemas) use ``plain``, whose text ``encode_json`` checks instead.
     """
     from json import encoder
 
+    join = "".join
     if encoder.c_make_encoder is None or encoder.c_encode_basestring is None:  # pragma: no cover - no C speedups
-        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode, None
+    escape = encoder.c_encode_basestring
+    cached = _encoded.get
+    # Short strings by value: keys and roles ("role", "content", "user", ...) come in every call.
+    short: dict[str, str] = {}
+    short_get = short.get
+
+    def encode_string(value: str) -> str:
+        size = len(value)
+        if size < ENCODED_CACHE_MIN_CHARS:
+            if type(value) is str:
+                text = short_get(value)
+                if text is not None:
+                    return text
+            if "\x00" in value or (not value.isascii() and _str_problem(value)):
+                raise _Unstorable
+            text = escape(value)
+            if size <= 64 and type(value) is str:
+                if len(short) >= 4096:
+                    short.clear()
+                short[value] = text
+            return text
+        held = cached(id(value))
+        if held is not None and held[0] is value:
+            return held[1]
+        if "\x00" in value or (not value.isascii() and _str_problem(value)):
+            raise _Unstorable
+        text = escape(value)
+        _remember_encoded(value, text)
+        return text
+
     # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan);
     # markers=None: no cycle bookkeeping, a cycle ends in RecursionError instead.
-    chunks = encoder.c_make_encoder(None, json_default, encoder.c_encode_basestring, None, ":", ",", False, False, False)
-    join = "".join
+    plain_chunks = encoder.c_make_encoder(None, json_default, escape, None, ":", ",", False, False, False)
+    content_chunks = encoder.c_make_encoder(None, json_default, encode_string, None, ":", ",", False, False, False)
 
-    def encode(value: Any) -> str:
-        return join(chunks(value, 0))
+    def plain(value: Any) -> str:
+        return join(plain_chunks(value, 0))
 
-    return encode
+    def content(value: Any) -> str:
+        return join(content_chunks(value, 0))
+
+    return plain, content
 
 
-_encode = _make_encoder()
+def _remember_encoded(value: str, text: str) -> None:
+    global _encoded_chars
+    size = len(value) + len(text)
+    if size > ENCODED_CACHE_MAX_CHARS // 8:
+        return
+    _encoded[id(value)] = (value, text)  # no lock, as in ``content._remember``
+    _encoded_chars += size
+    if _encoded_chars > ENCODED_CACHE_MAX_CHARS:
+        total = sum(len(held) + len(held_text) for held, held_text in list(_encoded.values()))
+        while total > ENCODED_CACHE_MAX_CHARS * 3 // 4:
+            try:
+                held, held_text = _encoded.popitem(last=False)[1]
+            except KeyError:
+                break
+            total -= len(held) + len(held_text)
+        _encoded_chars = total
+
+
+def forget_texts() -> None:
+    """Empty the cache of long texts (benchmarks measuring texts never seen before)."""
+    global _encoded_chars
+    _encoded.clear()
+    _encoded_chars = 0
+
+
+_encode, _encode_content = _make_encoders()
 
 
 def clean_text(value: str | None) -> tuple[str | None, bool]:
@@ -155,15 +234,21 @@ def clean_json(value: Any, gaps: list[str] | None = None) -> Any:
     return _fix(value)
 
 
-def encode_json(value: Any, gaps: list[str] | None = None) -> str | None:
+def encode_json(value: Any, gaps: list[str] | None = None, *, content: bool = False) -> str | None:
     """``value`` as JSON text both databases accept (see ``clean_json``); None stays SQL NULL.
 
     Encodes first and inspects the text: NUL is always escaped as ``\\u0000``, a non-finite
     number fails ``allow_nan=False``, an odd dict key fails too; only non-ASCII text needs a
     UTF-8 check for lone surrogates. Only when one of those hits is the value walked and repaired.
+    ``content=True``: call content, whose long strings are likely to come again (``_make_encoders``).
     """
     if value is None:
         return None
+    if content and _encode_content is not None:  # strings checked one by one as they are encoded (only a real NUL or lone surrogate fails)
+        try:
+            return _encode_content(value)
+        except (ValueError, TypeError):  # NUL, lone surrogate, NaN/Infinity, a tuple as a key, ...
+            return _encode_content(clean_json(value, gaps))
     try:
         text = _encode(value)
     except (ValueError, TypeError):  # NaN/Infinity, a tuple as a key, ... (a cycle fails the repair too)
@@ -241,6 +326,8 @@ _CALL_JSON_COLUMNS = (
 )
 _TEXT_AT = tuple(CALL_COLUMNS.index(name) for name in _CALL_TEXT_COLUMNS)
 _JSON_AT = tuple(CALL_COLUMNS.index(name) for name in _CALL_JSON_COLUMNS)
+# Long texts: the messages sent (with the history re-sent each turn), system prompts, responses.
+_CONTENT_AT = frozenset(CALL_COLUMNS.index(name) for name in ("input_messages", "system_instructions", "choices"))
 _GAPS_AT = CALL_COLUMNS.index("gaps")
 
 
@@ -327,7 +414,7 @@ def call_values(
     for at in _JSON_AT:
         value = row[at]
         if value is not None:
-            row[at] = encode_json(value, gaps)
+            row[at] = encode_json(value, gaps, content=at in _CONTENT_AT)
     row[_GAPS_AT] = encode_json(gaps) if gaps else "[]"  # last: the encodings above may have added to it
 
     call_id = record.id

@@ -1,0 +1,232 @@
+"""The writer's faster paths store exactly what the plain ones did.
+
+Long texts are remembered between calls (scrubbed, JSON-escaped), call content is encoded string
+by string, SQLite gets one multi-row INSERT per batch: none of that may change a stored byte.
+The references here are the plain paths: ``json.dumps`` with the writer's settings and a check
+of the whole encoded text, nothing remembered, and executemany on SQLite.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wasteaudit._internal import content
+from wasteaudit.records import AttemptRecord, CallRecord, ChoiceContent, new_id
+from wasteaudit.storage import convert
+from wasteaudit.storage.convert import clean_json, encode_json, json_default
+from wasteaudit.storage.writer import Writer, _Batch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _reference_encode_json(value: Any, gaps: list[str] | None = None) -> str | None:
+    """``encode_json`` as it was: encode, check the whole text, repair and encode again if needed."""
+    if value is None:
+        return None
+
+    def dumps(item: Any) -> str:
+        return json.dumps(item, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default)
+
+    try:
+        text = dumps(value)
+    except (ValueError, TypeError):
+        text = None
+    if text is not None and convert._storable(text):
+        return text
+    return dumps(clean_json(value, gaps))
+
+
+_odd_text = st.text(
+    alphabet=st.one_of(
+        st.characters(codec="utf-8"),  # anything storable
+        st.sampled_from(["\x00", "\ud800", "\udfff", '"', "\\", "\n", "\t", "\x1f", "😀", "é", "\u2028"]),
+    ),
+    max_size=40,
+)
+_long_text = st.builds(lambda head, body: head + body * 300, _odd_text, st.sampled_from(["ab ", "é😀\n", "\\u0000 "]))
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), _odd_text, _long_text,
+    st.just("literal \\u0000, not a NUL"),
+)
+_keys = st.one_of(_odd_text, st.integers(), st.booleans(), st.none(), st.floats(allow_nan=False))
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_keys, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_values)
+def test_encoded_json_is_what_the_plain_encoding_gave(value: Any) -> None:
+    def outcome(encode: Any, item: Any) -> tuple[Any, list[str]]:
+        gaps: list[str] = []
+        try:
+            return encode(item, gaps), gaps
+        except Exception as exc:  # e.g. an infinite float as a key: refused by both, the record dropped
+            return type(exc), gaps
+
+    expected = outcome(_reference_encode_json, copy.deepcopy(value))
+    for as_content in (False, True, True):  # the second content pass hits the remembered strings
+        assert outcome(lambda item, gaps: encode_json(item, gaps, content=as_content), value) == expected
+
+
+def test_a_literal_backslash_u0000_is_kept_and_a_nul_is_replaced() -> None:
+    literal = "x" * 300 + "\\u0000"
+    for as_content in (False, True):
+        gaps: list[str] = []
+        assert json.loads(encode_json([literal], gaps, content=as_content)) == [literal] and gaps == []
+        assert json.loads(encode_json([literal + "\x00"], gaps, content=as_content)) == [literal + "\ufffd"]
+        assert gaps == [convert.GAP_TEXT_REPLACED]
+
+
+def test_remembered_encodings_stay_within_their_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(convert, "ENCODED_CACHE_MAX_CHARS", 30_000)
+    convert.forget_texts()
+    try:
+        texts = [f"text {i} " + "é" * 700 for i in range(100)]
+        assert [encode_json([text], content=True) for text in texts] == [json.dumps([t], ensure_ascii=False) for t in texts]
+        held = sum(len(text) + len(encoded) for text, encoded in convert._encoded.values())
+        assert 0 < held <= 30_000 and convert._encoded_chars == held
+    finally:
+        convert.forget_texts()
+
+
+# --- the rows a batch of recorded calls leaves in the database -------------------------------------
+
+
+def _recorded_calls() -> list[CallRecord]:
+    """The ingest benchmark's records (from the recorded traffic, else its synthetic call), plus odd ones."""
+    spec = importlib.util.spec_from_file_location("bench_ingest", ROOT / "bench" / "bench_ingest.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    templates = bench.recorded_templates() or [bench.synthetic_template()]
+    odd = 'tab\there\nnewline \\ backslash "quoted" \\N é 😀 \x00 \ud800 sk-' + "k" * 20 + " "
+    templates.append(CallRecord(
+        id="", provider="openai", operation="chat", api="chat.completions", started_at=0.0,
+        input_messages=[{"role": "user", "content": odd * 20, "n": 1.5, 7: None}],
+        system_instructions="password: hunter22hunter " * 20,
+        choices=[ChoiceContent(index=0, text=odd * 30, finish_reason="stop", tool_calls=[{"id": "t", "arguments": odd}])],
+        error_message=odd, request_params={"temperature": float("nan")},
+    ))
+    # Each template twice: the second copy shares the first one's text objects (as a re-sent
+    # history does), so it meets the remembered scrubs and encodings.
+    return bench.build_records(templates, 2 * len(templates))
+
+
+def _stored_rows(url: str, ids: list[str]) -> list[tuple[Any, ...]]:
+    from wasteaudit.storage.engine import create_engine_for
+
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as connection:
+            rows = []
+            for record_id in ids:
+                call = connection.exec_driver_sql("SELECT * FROM wasteaudit_calls WHERE id = ?"
+                                                  if engine.dialect.name == "sqlite" else
+                                                  "SELECT * FROM wasteaudit_calls WHERE id = %s", (record_id,)).one()
+                attempts = connection.exec_driver_sql(
+                    "SELECT * FROM wasteaudit_attempts WHERE call_id = " + ("?" if engine.dialect.name == "sqlite" else "%s")
+                    + ' ORDER BY "index"', (record_id,)).all()
+                rows.append((tuple(call)[1:], [tuple(a)[1:] for a in attempts]))  # without the ids
+            return rows
+    finally:
+        engine.dispose()
+
+
+def test_recorded_calls_are_stored_byte_for_byte_as_by_the_plain_paths(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _recorded_calls()
+    plain = [copy.deepcopy(record) for record in records]
+    for record in plain:
+        record.id = new_id()
+        for attempt in record.attempts:
+            attempt.request_id = None
+    for record in records:
+        for attempt in record.attempts:
+            attempt.request_id = None
+
+    writer = Writer(db_url, queue_size=10)
+    writer.shutdown(timeout=0)
+    engine = writer._connect()
+    try:
+        content.forget_texts()
+        convert.forget_texts()
+        for start in range(0, len(records), 100):  # the writer's paths
+            writer._insert(engine, writer._prepare(_Batch(records[start:start + 100])))
+        assert writer._bulk_retries == 0
+
+        # The plain paths: nothing remembered, the reference encoding, executemany on SQLite.
+        monkeypatch.setattr(content, "SCRUB_CACHE_MIN_CHARS", math.inf)
+        monkeypatch.setattr(convert, "ENCODED_CACHE_MIN_CHARS", math.inf)
+        monkeypatch.setattr(convert, "encode_json", lambda value, gaps=None, **_: _reference_encode_json(value, gaps))
+        statements = writer._statements
+        assert statements is not None
+        monkeypatch.setattr(statements.insert_call, "multirow", False)
+        monkeypatch.setattr(statements.insert_attempt, "multirow", False)
+        for start in range(0, len(plain), 100):
+            writer._insert(engine, writer._prepare(_Batch(plain[start:start + 100])))
+    finally:
+        engine.dispose()
+        content.forget_texts()
+        convert.forget_texts()
+
+    stored = _stored_rows(db_url, [record.id for record in records])
+    expected = _stored_rows(db_url, [record.id for record in plain])
+    assert len(stored) == len(records) and stored == expected
+    assert any(content.REDACTED in str(row) for row in stored)  # the odd call's secrets were scrubbed
+
+
+def test_sqlite_batches_larger_than_one_statement_allows_are_split(tmp_path: Path) -> None:
+    from wasteaudit.storage.engine import create_engine_for
+
+    url = f"sqlite:///{tmp_path / 'split.db'}"
+    records = _recorded_calls()[:12]
+    writer = Writer(url, queue_size=10)
+    writer.shutdown(timeout=0)
+    engine = writer._connect()
+    try:
+        statements = writer._statements
+        assert statements is not None
+        statements.insert_call._variables = 5 * len(convert.CALL_COLUMNS) + 3  # 5 calls per INSERT
+        statements.insert_attempt._variables = 2 * len(convert.ATTEMPT_COLUMNS)
+        with engine.connect() as connection:
+            parts = statements.insert_call.multirow_statements([(0,) * len(convert.CALL_COLUMNS)] * 12, connection)
+        assert [len(params) // len(convert.CALL_COLUMNS) for _, params in parts] == [5, 5, 2]
+        writer._insert(engine, writer._prepare(_Batch(records)))
+    finally:
+        engine.dispose()
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM wasteaudit_calls").scalar() == 12
+            assert connection.exec_driver_sql("SELECT count(*) FROM wasteaudit_attempts").scalar() == 12
+    finally:
+        engine.dispose()
+
+
+def test_attempt_rows_match_their_calls(db_url: str) -> None:
+    """Several attempts per call, across statements: each lands under its own call."""
+    records = _recorded_calls()[:3]
+    for record in records:
+        record.attempts = [AttemptRecord(index=i, started_at=1.0 + i, status_code=500 + i) for i in range(3)]
+    writer = Writer(db_url, queue_size=10)
+    writer.shutdown(timeout=0)
+    engine = writer._connect()
+    try:
+        writer._insert(engine, writer._prepare(_Batch(records)))
+    finally:
+        engine.dispose()
+    for (_, attempts), record in zip(_stored_rows(db_url, [r.id for r in records]), records):
+        assert [a[0] for a in attempts] == [0, 1, 2] and [a[3] for a in attempts] == [500, 501, 502]

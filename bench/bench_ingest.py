@@ -6,6 +6,10 @@ SDK's, not capture's). The records are built from the real recorded provider tra
 usage, finish reasons, status, request messages and response text (for non-streamed JSON
 replies). Without the cassettes, a realistic synthetic chat call is used instead. Records are
 cloned round-robin with fresh ids, spread over runs of 4 calls, and built before the clock starts.
+``--content`` decides which texts the clones share: by default (``realistic``) every message and
+response is new text and only system prompts and tool definitions are shared objects, as with an
+app's constants; ``repeated`` keeps the recorded texts' objects (a best case for the writer's cache
+of long texts), ``distinct`` shares nothing.
 
 The Writer runs as deployed, including the configured content policy (secret scrubbing, size
 caps; ``--no-content-policy`` leaves it out). Measured per database: wall-clock records/s from
@@ -202,6 +206,21 @@ def make_content_distinct(records: list[CallRecord]) -> None:
         record.input_messages = _distinct(record.input_messages, tag)
         record.system_instructions = _distinct(record.system_instructions, tag)
         record.tool_definitions = _distinct(record.tool_definitions, tag)
+        for choice in record.choices:
+            choice.text = _distinct(choice.text, tag)
+
+
+def make_content_realistic(records: list[CallRecord]) -> None:
+    """What an app's traffic shares (in place): the system prompt and the tool definitions are the
+    app's own constants, the same objects call after call; every user, assistant and tool message
+    and every response is new text."""
+    for i, record in enumerate(records):
+        tag = f"[{i:07d}]"
+        messages = record.input_messages
+        if isinstance(messages, list):
+            record.input_messages = [m if isinstance(m, dict) and m.get("role") in ("system", "developer") else _distinct(m, tag) for m in messages]
+        else:
+            record.input_messages = _distinct(messages, tag)
         for choice in record.choices:
             choice.text = _distinct(choice.text, tag)
 
@@ -446,7 +465,7 @@ def bench_sqlite(args: argparse.Namespace, records: list[CallRecord]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         floor = measure_floor(f"sqlite:///{directory}/floor.db", records, args.batch_size)
         result = measure(f"sqlite:///{directory}/bench.db", records, args.batch_size, not args.no_content_policy,
-                         forget=args.distinct_content)
+                         forget=args.content != "repeated")
         _report("sqlite", result, floor)
         if args.e2e_calls:
             _report_e2e("sqlite", measure_end_to_end(f"sqlite:///{directory}/e2e.db", args.e2e_calls, args.threads), args.threads)
@@ -468,7 +487,7 @@ def bench_postgresql(args: argparse.Namespace, records: list[CallRecord]) -> Non
 
         floor = measure_floor(url(names[1]), records, args.batch_size, admin, names[1])
         result = measure(url(names[0]), records, args.batch_size, not args.no_content_policy, admin, names[0],
-                         forget=args.distinct_content)
+                         forget=args.content != "repeated")
         _report("postgresql", result, floor)
         if args.e2e_calls:
             _report_e2e("postgresql", measure_end_to_end(url(names[2]), args.e2e_calls, args.threads), args.threads)
@@ -484,8 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument("--no-content-policy", action="store_true", help="store content as it arrives")
-    parser.add_argument("--distinct-content", action="store_true",
-                        help="no two records share a text (by default records repeat the recorded calls' texts)")
+    parser.add_argument("--content", choices=("realistic", "repeated", "distinct"), default="realistic",
+                        help="realistic (the default): only system prompts and tool definitions are shared, every "
+                        "message and response is new text; repeated: records repeat the recorded calls' texts (the "
+                        "same objects, so the writer's cache of long texts always hits: a best case); distinct: no "
+                        "two records share a text")
     parser.add_argument("--e2e-calls", type=int, default=2_000, help="instrumented SDK calls end to end (0: skip)")
     parser.add_argument("--threads", type=int, default=8, help="app threads making the end-to-end calls")
     args = parser.parse_args(argv)
@@ -494,9 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     source = f"{len(templates)} recorded calls from {CASSETTES}" if templates else "a synthetic chat call"
     templates = templates or [synthetic_template()]
     records = build_records(templates, args.records)
-    if args.distinct_content:
+    if args.content == "distinct":
         make_content_distinct(records)
         source += ", every text made distinct"
+    elif args.content == "realistic":
+        make_content_realistic(records)
+        source += ", messages and responses made distinct (system prompts and tool definitions shared)"
     size = sum(len(json.dumps([c.text for c in r.choices]) + json.dumps(r.input_messages, default=str))
                for r in records[: len(templates)]) / len(templates)
     print(f"{args.records:,} call records cloned from {source} (~{size:,.0f} bytes of content each), "

@@ -453,7 +453,7 @@ ODD_SEQUENCES = {
 
 @pytest.mark.parametrize("name", list(ODD_SEQUENCES))
 @pytest.mark.parametrize("hide_usage", [False, True])
-def test_the_text_chunk_fast_path_records_what_the_full_path_does(name: str, hide_usage: bool) -> None:
+def test_the_stream_loop_records_what_on_item_does(name: str, hide_usage: bool) -> None:
     from wasteaudit.instrumentation._calls import CallTracker
     from wasteaudit.instrumentation._openai_streams import ChatStreamObserver
 
@@ -461,7 +461,12 @@ def test_the_text_chunk_fast_path_records_what_the_full_path_does(name: str, hid
     for fast in (True, False):
         tracker = CallTracker(provider="openai", operation="chat", api="chat.completions", method="create", request_model="gpt-4o-mini", stream=True, params={})
         observer = ChatStreamObserver(tracker, hide_usage=hide_usage, legacy=False, expected=1, usage_gap="usage missing")
-        shown = [(observer.on_item if fast else observer._on_item)(chunk) for chunk in ODD_SEQUENCES[name]]
+        if fast:  # the observer's own loop, as a ``for`` loop over the stream runs it
+            source = iter(ODD_SEQUENCES[name])
+            passed = list(observer.items(source.__next__, lambda error, exhausted: None))
+            shown = [any(chunk is p for p in passed) for chunk in ODD_SEQUENCES[name]]
+        else:
+            shown = [observer.on_item(chunk) for chunk in ODD_SEQUENCES[name]]
         refused = observer._assemble("completed")
         record = tracker.record
         outcomes.append((shown, refused, observer.count, observer.hidden, [(c.index, c.text, c.refusal, c.tool_calls, c.finish_reason, c.reasoning_text) for c in record.choices], record.finish_reasons, record.output_tokens, record.usage_source, record.response_id))

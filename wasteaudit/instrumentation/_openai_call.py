@@ -19,10 +19,12 @@ from wasteaudit._internal.safety import internal_error
 from wasteaudit.config import get_settings
 from wasteaudit.instrumentation._calls import CallTracker
 from wasteaudit.instrumentation._openai_extract import (
+    apply_chat_body_usage,
     apply_chat_completion,
     apply_completion,
     apply_request,
     apply_response,
+    apply_response_body_usage,
     given,
     is_sentinel,
     request_params,
@@ -220,8 +222,12 @@ class OpenAICall:
                 return SyncStreamProxy(result, self._observer())
             # Read here, not in the finisher: holding the response's object graph until the
             # finisher runs lets it survive young garbage collections, which then cost the app's
-            # thread more than reading it does (measured with the collector on).
-            tracker.finish(None, refused=self._fill(result))
+            # thread more than reading it does (measured with the collector on). Only its usage
+            # (two or three small objects) is read by the finisher.
+            refused = self._fill(result)
+            usage = getattr(result, "usage", None)
+            status = getattr(result, "status", None) if self.api == "responses" else None
+            tracker.finish(None, refused=refused, fill=lambda: self._usage(usage, status))
             return result
         except Exception as exc:
             internal_error("openai.result", exc)
@@ -249,20 +255,31 @@ class OpenAICall:
         )
 
     def _fill(self, body: Any) -> bool:
-        """Read a returned body into the record; a failure is counted, never raised."""
+        """Read a returned body but its usage into the record; a failure is counted, never raised."""
         try:
-            return self._body(body)
+            return self._body(body, with_usage=False)
         except Exception as exc:
             internal_error("openai.result", exc)
             return False
 
-    def _body(self, body: Any) -> bool:
+    def _usage(self, usage: Any, status: Any) -> bool:
+        """The finisher's part of a returned body: its usage (never refuses)."""
+        try:
+            if self.api == "responses":
+                apply_response_body_usage(self.tracker.record, usage, status)
+            else:
+                apply_chat_body_usage(self.tracker.record, usage)
+        except Exception as exc:
+            internal_error("openai.usage", exc)
+        return False
+
+    def _body(self, body: Any, *, with_usage: bool = True) -> bool:
         record = self.tracker.record
         if self.api == "chat.completions":
-            return apply_chat_completion(record, body)
+            return apply_chat_completion(record, body, with_usage=with_usage)
         if self.api == "responses":
-            return apply_response(record, body)
-        return apply_completion(record, body)
+            return apply_response(record, body, with_usage=with_usage)
+        return apply_completion(record, body, with_usage=with_usage)
 
     def _raw(self, result: Any) -> None:
         """A raw-response wrapper's object: read only a body that has already been read."""

@@ -199,8 +199,11 @@ def _common(record: CallRecord, body: Any) -> None:
         record.service_tier = tier
 
 
-def apply_chat_completion(record: CallRecord, completion: Any) -> bool:
-    """A ``ChatCompletion`` (or ``ParsedChatCompletion``); returns whether any choice refused."""
+def apply_chat_completion(record: CallRecord, completion: Any, *, with_usage: bool = True) -> bool:
+    """A ``ChatCompletion`` (or ``ParsedChatCompletion``); returns whether any choice refused.
+
+    ``with_usage=False`` leaves the usage to :func:`apply_chat_body_usage` (the finisher's part).
+    """
     _common(record, completion)
     refused = False
     choices = getattr(completion, "choices", None)
@@ -228,16 +231,21 @@ def apply_chat_completion(record: CallRecord, completion: Any) -> bool:
         record.gaps.append(f"response choices malformed: {type(choices).__name__}")
     else:
         record.gaps.append("response had no choices")
-    usage = getattr(completion, "usage", None)
+    if with_usage:
+        apply_chat_body_usage(record, getattr(completion, "usage", None))
+    return refused
+
+
+def apply_chat_body_usage(record: CallRecord, usage: Any) -> None:
+    """The usage of a Chat Completions or legacy Completions body (``None``: the body had none)."""
     if usage is None:
         record.gaps.append("usage missing: response body had no usage")
     else:
         apply_chat_usage(record, usage)
-    return refused
 
 
-def apply_completion(record: CallRecord, completion: Any) -> bool:
-    """A legacy ``Completion``."""
+def apply_completion(record: CallRecord, completion: Any, *, with_usage: bool = True) -> bool:
+    """A legacy ``Completion`` (``with_usage`` as for :func:`apply_chat_completion`)."""
     _common(record, completion)
     choices = getattr(completion, "choices", None)
     if type(choices) is list:
@@ -252,11 +260,8 @@ def apply_completion(record: CallRecord, completion: Any) -> bool:
             record.finish_reasons.append(finish)
     elif choices is not None:
         record.gaps.append(f"response choices malformed: {type(choices).__name__}")
-    usage = getattr(completion, "usage", None)
-    if usage is None:
-        record.gaps.append("usage missing: response body had no usage")
-    else:
-        apply_chat_usage(record, usage)
+    if with_usage:
+        apply_chat_body_usage(record, getattr(completion, "usage", None))
     return False
 
 
@@ -326,10 +331,11 @@ class ResponseOutput:
         )
 
 
-def apply_response(record: CallRecord, response: Any, fallback: ResponseOutput | None = None) -> bool:
+def apply_response(record: CallRecord, response: Any, fallback: ResponseOutput | None = None, *, with_usage: bool = True) -> bool:
     """A Responses API ``Response``; returns whether the output contains a refusal.
 
-    ``fallback`` is what a stream accumulated, used when the final response carries no output.
+    ``fallback`` is what a stream accumulated, used when the final response carries no output;
+    ``with_usage=False`` leaves the usage to :func:`apply_response_body_usage`.
     """
     _common(record, response)
     finish = response_finish(response)
@@ -357,10 +363,15 @@ def apply_response(record: CallRecord, response: Any, fallback: ResponseOutput |
         record.gaps.append(f"background response {status}: output and usage arrive later")
     elif status == "completed" and out.tools and not out.refusal:
         record.finish_category = "tool"
-    usage = getattr(response, "usage", None)
+    if with_usage:
+        apply_response_body_usage(record, getattr(response, "usage", None), status)
+    return bool(out.refusal)
+
+
+def apply_response_body_usage(record: CallRecord, usage: Any, status: Any) -> None:
+    """The usage of a Responses API body with this ``status`` (``None``: the body had none)."""
     if usage is None:
         if status not in ("queued", "in_progress"):
             record.gaps.append("usage missing: response had no usage")
     else:
         apply_responses_usage(record, usage)
-    return bool(out.refusal)

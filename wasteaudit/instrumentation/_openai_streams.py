@@ -12,7 +12,7 @@ still records what was received. Both finish their :class:`CallTracker` exactly 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from wasteaudit._internal.safety import internal_error
 from wasteaudit.instrumentation._calls import CallTracker
@@ -55,32 +55,54 @@ class ChatStreamObserver:
         self.hidden = 0
         self.need_ids = True
         # choice 0's text parts, once its first chunk and the response ids have been seen: the
-        # fast path below then applies to the chunks that only add text to it
+        # short path of :meth:`items` then applies to the chunks that only add text to it
         self.text0: list[str] | None = None
 
-    def on_item(self, chunk: Any) -> bool:
-        text0 = self.text0
-        if text0 is not None:
-            # Most chunks carry a bit of choice 0's text and nothing else; they are recorded with
-            # the fewest reads (what :meth:`_on_item` would do with them, exactly). Streams run
-            # this between the SDK's own work per chunk, with our objects out of the CPU's caches.
-            try:
-                choices = chunk.choices
-                if type(choices) is list and len(choices) == 1 and chunk.usage is None:
-                    choice = choices[0]
-                    if choice.index == 0 and choice.finish_reason is None:
-                        delta = choice.delta
-                        if delta.tool_calls is None and delta.refusal is None and not delta.__pydantic_extra__:
-                            text = delta.content
-                            if text and type(text) is str:
-                                text0.append(text)
-                            self.count += 1
-                            return True
-            except AttributeError:
-                pass
-        return self._on_item(chunk)
+    def items(self, next_item: Callable[[], Any], end: Callable[[BaseException | None, bool], None]) -> Iterator[Any]:
+        """The chunks as the app's ``for`` loop takes them, each recorded as it passes.
 
-    def _on_item(self, chunk: Any) -> bool:
+        Most chunks carry a bit of choice 0's text and nothing else; once choice 0 and the
+        response's ids have been seen, such a chunk is recorded here, inline, with the fewest
+        reads — exactly what :meth:`on_item` would record. Streams run this between the SDK's
+        own work per chunk, with our objects out of the CPU's caches, so every read and call
+        counts. ``end`` is the proxy's end-once callback.
+        """
+        on_item = self.on_item
+        while True:
+            try:
+                chunk = next_item()
+            except StopIteration:
+                end(None, True)
+                return
+            except BaseException as exc:
+                end(exc, False)
+                raise
+            text0 = self.text0
+            if text0 is not None:
+                try:
+                    choices = chunk.choices
+                    if type(choices) is list and len(choices) == 1 and chunk.usage is None:
+                        choice = choices[0]
+                        if choice.index == 0 and choice.finish_reason is None:
+                            delta = choice.delta
+                            if delta.tool_calls is None and delta.refusal is None and not delta.__pydantic_extra__:
+                                text = delta.content
+                                if text and type(text) is str:
+                                    text0.append(text)
+                                self.count += 1
+                                yield chunk
+                                continue
+                except AttributeError:
+                    pass
+            try:
+                keep = on_item(chunk) is not False
+            except Exception as exc:
+                internal_error("streams.on_item", exc)
+                keep = True
+            if keep:
+                yield chunk
+
+    def on_item(self, chunk: Any) -> bool:
         count = self.count
         self.count = count + 1
         if count == 0:

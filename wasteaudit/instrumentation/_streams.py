@@ -24,6 +24,10 @@ class StreamObserver(Protocol):
         """Record an item; return False to hide it from the app."""
         ...
 
+    # Optional: ``items(next_item, end)``, a generator yielding the items the app sees, recording
+    # each as ``on_item`` would (an observer's own loop, for its common items inline); ``end`` is
+    # the proxy's end-once callback. Used by ``for`` loops while chunks are not timed.
+
     def on_end(self, error: BaseException | None, exhausted: bool) -> None:
         """The stream ended: ``exhausted`` when the SDK iterator finished by itself."""
         ...
@@ -89,9 +93,14 @@ class SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         _collected(self)
 
     def __iter__(self) -> Iterator[Any]:
-        # ``for chunk in stream`` resumes this generator once per chunk, which costs less than a
-        # call to ``__next__`` (kept for apps that call ``next(stream)`` directly). The SDK's own
+        # ``for chunk in stream`` resumes a generator once per chunk, which costs less than a
+        # call to ``__next__`` (kept for apps that call ``next(stream)`` directly): the
+        # observer's own when it has one, else the generic one. The SDK's own
         # ``Stream.__iter__`` also hands out an iterator other than the stream.
+        observer = self._self_observer
+        items = getattr(observer, "items", None)
+        if items is not None and self._self_on_item == observer.on_item:  # chunks not timed
+            return items(self.__wrapped__.__next__, self._self_end)  # type: ignore[no-any-return]
         return self._self_items()
 
     def _self_items(self) -> Iterator[Any]:

@@ -148,25 +148,35 @@ class _DeferringIds:
 
 
 class PendingSpan:
-    """A call span decided when the call started and made when it ends (see above)."""
+    """A call span decided when the call started and made when it ends (see above).
 
-    __slots__ = ("tracer", "name", "start_ns", "context", "result", "trace_id", "span_id")
+    ``result`` is the sampler's result; ``None`` for the SDK's default sampler, whose result
+    (record and sample, these attributes, this trace state) is made only when the span opens.
+    """
 
-    def __init__(self, tracer: Any, name: str, start_ns: int, context: Any, result: Any, trace_id: int, span_id: int) -> None:
-        self.tracer = tracer
+    __slots__ = ("deferral", "name", "start_ns", "context", "result", "attributes", "trace_state", "trace_id", "span_id")
+
+    def __init__(self, deferral: "_Deferral", name: str, start_ns: int, context: Any, result: Any, attributes: Any, trace_state: Any, trace_id: int, span_id: int) -> None:
+        self.deferral = deferral
         self.name = name
         self.start_ns = start_ns
         self.context = context
         self.result = result
+        self.attributes = attributes
+        self.trace_state = trace_state
         self.trace_id = trace_id
         self.span_id = span_id
 
     def open(self) -> Any:
         """The recording span, with the ids, decision, parent, attributes and start time decided at the start."""
+        deferral = self.deferral
+        result = self.result
+        if result is None:
+            result = deferral.result_type(deferral.record_and_sample, self.attributes, self.trace_state)
         presets = _presets
-        presets.result, presets.trace_id, presets.span_id = self.result, self.trace_id, self.span_id
+        presets.result, presets.trace_id, presets.span_id = result, self.trace_id, self.span_id
         try:
-            return self.tracer.start_span(self.name, context=self.context, kind=_client_kind(), start_time=self.start_ns)
+            return deferral.tracer.start_span(self.name, context=self.context, kind=_client_kind(), start_time=self.start_ns)
         finally:
             presets.result = presets.trace_id = presets.span_id = None
 
@@ -263,23 +273,22 @@ def start_call_span_deferred(name: str, attributes: dict[str, Any], start_ns: in
         return NonRecordingSpan(parent), None
     ids = deferral.ids
     root = not parent.is_valid
-    if deferral.default_on:
-        if not (root or parent.trace_flags.sampled):  # the parent was sampled out: so is this span
-            return NonRecordingSpan(SpanContext(parent.trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(parent.trace_flags & random_flag), trace_state=parent.trace_state)), None
-        trace_id = ids.generate_trace_id() if root else parent.trace_id
-        result = deferral.result_type(deferral.record_and_sample, attributes, None if root else parent.trace_state)
-        flags = 1
+    if deferral.default_on and not (root or parent.trace_flags.sampled):
+        # the SDK's default sampler: the span of a sampled-out parent is sampled out
+        return NonRecordingSpan(SpanContext(parent.trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(parent.trace_flags & random_flag), trace_state=parent.trace_state)), None
+    trace_id = ids.generate_trace_id() if root else parent.trace_id
+    if deferral.default_on:  # recorded and sampled; the sampler's result is made when the span opens
+        result, trace_state, flags = None, (None if root else parent.trace_state), 1
     else:
-        trace_id = ids.generate_trace_id() if root else parent.trace_id
         result = deferral.sampler.should_sample(context, trace_id, name, _CLIENT or _client_kind(), attributes, ())
-        flags = 1 if result.decision.is_sampled() else 0
+        trace_state, flags = result.trace_state, (1 if result.decision.is_sampled() else 0)
     if random_flag and (deferral.root_random if root else parent.trace_flags & random_flag):
         flags |= random_flag
     span_id = ids.generate_span_id()
-    placeholder = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=result.trace_state))
-    if not result.decision.is_recording():
+    placeholder = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags), trace_state=trace_state))
+    if result is not None and not result.decision.is_recording():
         return placeholder, None
-    return placeholder, PendingSpan(deferral.tracer, name, start_ns, context, result, trace_id, span_id)
+    return placeholder, PendingSpan(deferral, name, start_ns, context, result, attributes, trace_state, trace_id, span_id)
 
 
 _CLIENT: Any = None

@@ -77,7 +77,7 @@ def finish_category(reasons: list[str | None], *, refused: bool = False, failed:
 class CallTracker:
     """Builds one :class:`CallRecord` and its span; finalizes exactly once."""
 
-    __slots__ = ("record", "span", "own_span", "run", "_done", "_t0", "_token", "_late", "_late_at_end", "_pending", "_defer")
+    __slots__ = ("record", "span", "own_span", "run", "_done", "_t0", "_token", "_late", "_late_at_end", "_pending", "_defer", "_outcome")
 
     def __init__(
         self,
@@ -256,9 +256,17 @@ class CallTracker:
         except Exception as exc:
             internal_error("calls.finish", exc)
         if self._defer:
-            deferred.submit_or_run(lambda: self._complete(error, refused, fill, True))
+            # a bound method and one tuple: fewer objects for the garbage collector to meet
+            # while the call waits for the finisher than a closure would hold
+            self._outcome = (error, refused, fill)
+            deferred.submit_or_run(self._complete_queued)
         else:
             self._complete(error, refused, fill, False)
+
+    def _complete_queued(self) -> None:
+        error, refused, fill = self._outcome
+        self._outcome = None
+        self._complete(error, refused, fill, True)
 
     def _complete(self, error: BaseException | None, refused: bool, fill: Callable[[], bool] | None, in_order: bool) -> None:
         """Everything after the timing: result, category, span, pipeline (see :meth:`finish`)."""

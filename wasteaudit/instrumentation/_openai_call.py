@@ -128,7 +128,7 @@ def stream_usage_plan(kwargs: dict[str, Any], extra_body: Any, raw: bool, host: 
 class OpenAICall:
     """One wrapped SDK call from entry to the moment its result is handed back."""
 
-    __slots__ = ("tracker", "api", "kwargs", "raw", "stream", "injected", "usage_gap", "otel_token")
+    __slots__ = ("tracker", "api", "kwargs", "raw", "stream", "injected", "usage_gap", "otel_token", "usage")
 
     def __init__(self, api: str, method: str, instance: Any, kwargs: dict[str, Any]) -> None:
         settings = get_settings()
@@ -187,7 +187,8 @@ class OpenAICall:
                 internal_error("openai.context", exc)
 
     def exit(self) -> None:
-        self.tracker.deactivate()
+        tracker = self.tracker
+        tracker.deactivate()
         token = self.otel_token
         if token is not None:
             self.otel_token = None
@@ -195,6 +196,9 @@ class OpenAICall:
                 otel_context.detach(token)
             except Exception as exc:
                 internal_error("openai.context", exc)
+            if tracker._pending is not None:
+                # the placeholder was only needed while current: the pending span replaces it
+                tracker.span = otel_trace.INVALID_SPAN
 
     def failed(self, error: BaseException) -> None:
         tracker = self.tracker
@@ -225,9 +229,8 @@ class OpenAICall:
             # thread more than reading it does (measured with the collector on). Only its usage
             # (two or three small objects) is read by the finisher.
             refused = self._fill(result)
-            usage = getattr(result, "usage", None)
-            status = getattr(result, "status", None) if self.api == "responses" else None
-            tracker.finish(None, refused=refused, fill=lambda: self._usage(usage, status))
+            self.usage = (getattr(result, "usage", None), getattr(result, "status", None) if self.api == "responses" else None)
+            tracker.finish(None, refused=refused, fill=self._usage)
             return result
         except Exception as exc:
             internal_error("openai.result", exc)
@@ -262,9 +265,11 @@ class OpenAICall:
             internal_error("openai.result", exc)
             return False
 
-    def _usage(self, usage: Any, status: Any) -> bool:
+    def _usage(self) -> bool:
         """The finisher's part of a returned body: its usage (never refuses)."""
         try:
+            usage, status = self.usage
+            self.usage = None
             if self.api == "responses":
                 apply_response_body_usage(self.tracker.record, usage, status)
             else:

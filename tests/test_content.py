@@ -238,15 +238,18 @@ def test_a_remembered_scrub_is_exactly_a_fresh_one(padding):
 def test_remembered_scrubs_stay_within_their_budget(monkeypatch):
     from wasteaudit._internal import content
 
-    monkeypatch.setattr(content, "SCRUB_CACHE_MAX_CHARS", 20_000)
+    from wasteaudit._internal.textcache import held_chars
+
+    cache = content._scrubbed
+    monkeypatch.setattr(cache, "max_chars", 20_000)
     content.forget_texts()
     try:
         texts = [f"text {i} " + "x" * 700 for i in range(200)]
         for text in texts:
             assert scrub(text) == text
-        held = sum(content._held_chars(entry) for entry in content._scrubbed.values())
-        assert 0 < held <= 20_000 and content._scrubbed_chars == held
-        assert all(entry[0] is texts[-1] for entry in [content._scrubbed[id(texts[-1])]])  # the newest are kept
+        held = sum(held_chars(entry) for entry in cache.entries.values())
+        assert 0 < held <= 20_000 and cache.chars == held
+        assert all(entry[0] is texts[-1] for entry in [cache.entries[id(texts[-1])]])  # the newest are kept
         secret = "y" * 700 + " password: hunter22hunter"
         assert scrub(secret) == scrub(secret) == "y" * 700 + " " + REDACTED
     finally:

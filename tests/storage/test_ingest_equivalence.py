@@ -90,13 +90,14 @@ def test_a_literal_backslash_u0000_is_kept_and_a_nul_is_replaced() -> None:
 
 
 def test_remembered_encodings_stay_within_their_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(convert, "ENCODED_CACHE_MAX_CHARS", 30_000)
+    cache = convert._encoded
+    monkeypatch.setattr(cache, "max_chars", 30_000)
     convert.forget_texts()
     try:
         texts = [f"text {i} " + "é" * 700 for i in range(100)]
         assert [encode_json([text], content=True) for text in texts] == [json.dumps([t], ensure_ascii=False) for t in texts]
-        held = sum(len(text) + len(encoded) for text, encoded in convert._encoded.values())
-        assert 0 < held <= 30_000 and convert._encoded_chars == held
+        held = sum(len(text) + len(encoded) for text, encoded in cache.entries.values())
+        assert 0 < held <= 30_000 and cache.chars == held
     finally:
         convert.forget_texts()
 

@@ -12,8 +12,9 @@ import hashlib
 import hmac
 import json
 import re
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
+
+from wasteaudit._internal.textcache import TextCache
 
 if TYPE_CHECKING:
     from wasteaudit.config import Settings
@@ -79,17 +80,10 @@ def _scrub(text: str) -> str:
     return _SECRET_PATTERNS.sub(REDACTED, text)
 
 
-# Scrubbed long texts, by identity. The same text object reaches the policy again and again: a
-# system prompt, the conversation history an app re-sends with every turn, tool definitions
-# (the request keeps references to the app's own objects). ``scrub`` is a pure function of the
-# text, so a hit is exactly what scanning again would give; keying by identity costs nothing on a
-# miss (no hash of the text), and the entry holds the text, so its id cannot be reused while it
-# is there. Bounded by the characters held (oldest out first); shorter texts are scanned each
-# time (a lookup would cost about as much).
+# Scrubbed long texts, by the text object's identity (``textcache``): a hit is exactly what
+# scanning again would give. Shorter texts are scanned each time (a lookup would cost about as much).
 SCRUB_CACHE_MIN_CHARS = 256
-SCRUB_CACHE_MAX_CHARS = 4_000_000
-_scrubbed: OrderedDict[int, tuple[str, str]] = OrderedDict()
-_scrubbed_chars = 0
+_scrubbed = TextCache(max_chars=4_000_000)
 
 
 def scrub(text: str) -> str:
@@ -103,40 +97,13 @@ def scrub(text: str) -> str:
     if held is not None and held[0] is text:
         return held[1]
     clean = _scrub(text)
-    _remember(text, clean)
+    _scrubbed.remember(text, clean)
     return clean
-
-
-def _remember(text: str, clean: str) -> None:
-    global _scrubbed_chars
-    size = len(text) if clean is text else len(text) + len(clean)
-    if size > SCRUB_CACHE_MAX_CHARS // 8:
-        return
-    # No lock (a lock held by another thread at fork would stay held in the child): each dict
-    # operation is atomic under the GIL, the count is approximate when threads race, the trim
-    # recounts, and two trims at once only drop a few more entries.
-    _scrubbed[id(text)] = (text, clean)
-    _scrubbed_chars += size
-    if _scrubbed_chars > SCRUB_CACHE_MAX_CHARS:
-        total = sum(map(_held_chars, list(_scrubbed.values())))
-        while total > SCRUB_CACHE_MAX_CHARS * 3 // 4:
-            try:
-                total -= _held_chars(_scrubbed.popitem(last=False)[1])
-            except KeyError:
-                break
-        _scrubbed_chars = total
-
-
-def _held_chars(held: tuple[str, str]) -> int:
-    text, clean = held
-    return len(text) if clean is text else len(text) + len(clean)
 
 
 def forget_texts() -> None:
     """Empty the cache of long texts (benchmarks measuring texts never seen before)."""
-    global _scrubbed_chars
     _scrubbed.clear()
-    _scrubbed_chars = 0
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:

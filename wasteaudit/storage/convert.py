@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections import OrderedDict
 from typing import Any
 
+from wasteaudit._internal.textcache import TextCache
 from wasteaudit.records import CallRecord, ChoiceContent, RunRecord, ScoreRecord
 
 __all__ = (
@@ -71,12 +71,10 @@ def json_default(value: Any) -> Any:
     return _fix_str(str(value))
 
 
-# Encoded long strings of call content, by identity (as ``content.scrub`` keeps scrubbed ones, and
-# for the same reason); bounded by the characters held.
+# Encoded long strings of call content, by the string object's identity (``textcache``, as
+# ``content.scrub`` keeps scrubbed ones, and for the same reason).
 ENCODED_CACHE_MIN_CHARS = 256
-ENCODED_CACHE_MAX_CHARS = 4_000_000
-_encoded: OrderedDict[int, tuple[str, str]] = OrderedDict()
-_encoded_chars = 0
+_encoded = TextCache(max_chars=4_000_000)
 
 
 class _Unstorable(ValueError):
@@ -128,7 +126,7 @@ def _make_encoders() -> tuple[Any, Any]:
         if "\x00" in value or (not value.isascii() and _str_problem(value)):
             raise _Unstorable
         text = escape(value)
-        _remember_encoded(value, text)
+        _encoded.remember(value, text)
         return text
 
     # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan);
@@ -145,29 +143,9 @@ def _make_encoders() -> tuple[Any, Any]:
     return plain, content
 
 
-def _remember_encoded(value: str, text: str) -> None:
-    global _encoded_chars
-    size = len(value) + len(text)
-    if size > ENCODED_CACHE_MAX_CHARS // 8:
-        return
-    _encoded[id(value)] = (value, text)  # no lock, as in ``content._remember``
-    _encoded_chars += size
-    if _encoded_chars > ENCODED_CACHE_MAX_CHARS:
-        total = sum(len(held) + len(held_text) for held, held_text in list(_encoded.values()))
-        while total > ENCODED_CACHE_MAX_CHARS * 3 // 4:
-            try:
-                held, held_text = _encoded.popitem(last=False)[1]
-            except KeyError:
-                break
-            total -= len(held) + len(held_text)
-        _encoded_chars = total
-
-
 def forget_texts() -> None:
     """Empty the cache of long texts (benchmarks measuring texts never seen before)."""
-    global _encoded_chars
     _encoded.clear()
-    _encoded_chars = 0
 
 
 _encode, _encode_content = _make_encoders()

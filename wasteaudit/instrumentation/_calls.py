@@ -15,6 +15,8 @@ import time
 from contextvars import ContextVar
 from typing import Any, Callable
 
+from opentelemetry.trace import INVALID_SPAN
+
 from wasteaudit._internal import clock, deferred, pipeline, tracing
 from wasteaudit._internal import semconv as sc
 from wasteaudit._internal.runs import current_run, materialize
@@ -203,6 +205,12 @@ class CallTracker:
             except ValueError:
                 active_call.set(None)
             self._token = None
+
+    def context_released(self) -> None:
+        """The call's span is no longer current anywhere: a span still to be made (deferred start)
+        needs no placeholder until the call ends, and one object fewer waits for the finisher."""
+        if self._pending is not None:
+            self.span = INVALID_SPAN
 
     def attempt_started(self) -> AttemptRecord:
         attempt = AttemptRecord(index=len(self.record.attempts), started_at=clock.now())

@@ -196,9 +196,7 @@ class OpenAICall:
                 otel_context.detach(token)
             except Exception as exc:
                 internal_error("openai.context", exc)
-            if tracker._pending is not None:
-                # the placeholder was only needed while current: the pending span replaces it
-                tracker.span = otel_trace.INVALID_SPAN
+            tracker.context_released()
 
     def failed(self, error: BaseException) -> None:
         tracker = self.tracker

@@ -6,10 +6,11 @@ threads form a pipeline: the converter drains the deque in batches, applies the 
 prices calls and encodes rows (calls and attempts as lists in table column order); the database
 thread writes each converted batch in one transaction, so a crash never leaves half a call
 (call + attempts). On PostgreSQL calls and attempts go in by COPY (far less server work than
-one INSERT per row); everything else, SQLite, and any batch COPY fails on, goes through Core
-``insert()`` statements compiled once and run with the driver's executemany. The database's
-own work (SQLite's B-trees, PostgreSQL's round trips) runs outside the GIL, so converting the
-next batch overlaps it.
+one INSERT per row); everything else, and any batch COPY fails on, goes through Core
+``insert()`` statements compiled once and run with the driver's executemany (on SQLite, one
+multi-row INSERT per table and batch instead, so the database thread takes the GIL back a few
+times per batch rather than once per row). The database's own work (SQLite's B-trees,
+PostgreSQL's round trips) runs outside the GIL, so converting the next batch overlaps it.
 
 Fail-open: when the database is unreachable or locked, the in-flight batch is kept and retried
 with capped exponential backoff while new records keep queueing. The buffer (queued plus in
@@ -629,6 +630,10 @@ class Writer:
             "records": records,
         })
 
+    def _drop_rows(self, totals: dict[tuple[int, str], int]) -> list[Any]:
+        """This writer's rows for ``totals`` (per UTC hour and reason)."""
+        return [self._drop_params(hour, reason, total) for (hour, reason), total in totals.items()]
+
     def _upsert_drops(self, connection: Any, params: list[Any]) -> None:
         statements = self._statements
         assert statements is not None
@@ -654,7 +659,7 @@ class Writer:
         if not totals or engine is None or self._statements is None:
             return
         try:
-            params = [self._drop_params(hour, reason, total) for (hour, reason), total in totals.items()]
+            params = self._drop_rows(totals)
             with engine.begin() as connection:
                 self._upsert_drops(connection, params)
         except Exception as exc:
@@ -743,7 +748,7 @@ class Writer:
         assert statements is not None
         state = self._state_row(len(units) + invalid)
         totals = self._unwritten_drops() if drops else {}
-        drop_params = [self._drop_params(hour, reason, total) for (hour, reason), total in totals.items()]
+        drop_params = self._drop_rows(totals)
         tables = (
             (statements.upsert_run, list(runs.values())),
             (statements.insert_call, calls),

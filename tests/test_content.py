@@ -204,12 +204,13 @@ _SECRETS = [
     "xoxb-1234567890-abc", "xoxp-" + "1" * 10, "api_key=supersecretvalue123", "API-KEY: abcdefgh", "apikey='12345678'",
     "x-api-key: abcdefgh12345678", "password: hunter22hunter", 'secret="0123456789abcdef"',
     "Authorization = dXNlcjpwYXNzd29yZA", "PASSWORD\n:\n hunter22",
+    "paſſword: hunter22hunter", "api_\u212aey=abcdefghij",  # LONG S, KELVIN SIGN: letters to the regex's (?i)
+    "authorİzation:\u00a0\u2028'abcdefgh'", "password" + " " * 90 + "= hunter22hunter",
 ]
 _NEAR_MISSES = [
     "sk-" + "a" * 15, "sk-short", "Bearer of bad news", "bearer " + "x" * 15, "AKIA" + "A" * 15, "akia" + "A" * 16,
     "AIza" + "B" * 34, "ghp_" + "a" * 35, "ghx_" + "a" * 36, "xoxz-1234567890", "xoxb-123456789",
-    "password: short", "secret=1234567", "the secret of it", "api key: value", "paſſword: hunter22hunter",
-    "api_\u212aey=abcdefghij",  # KELVIN SIGN: lower() makes it "k"
+    "password: short", "secret=1234567", "the secret of it", "api key: value",
 ]
 
 
@@ -254,3 +255,59 @@ def test_remembered_scrubs_stay_within_their_budget(monkeypatch):
         assert scrub(secret) == scrub(secret) == "y" * 700 + " " + REDACTED
     finally:
         content.forget_texts()
+
+
+# --- the gates: every text the patterns match passes them ------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = st.sampled_from(
+    _SECRETS + _NEAR_MISSES + [
+        "password", "PassWord", "secret", "authorization", "api_key", "api-key", "APIKEY", "bearer", "Bearer ",
+        ":", "=", '"', "'", '\\"', " ", "\t", "\n", "\x0b", "\x1c", "\u00a0", "\u2028", "\u3000", " " * 70,
+        "ſ", "İ", "ı", "\u212a", "é", "😀", "\ud800", "AKIA", "AIza", "sk-", "sk-proj-", "ghp_", "_", "-", "xoxb-",
+        "x" * 16, "A" * 16, "0123456789abcdef", "a:b=c;d&e,f", ":" * 30,
+    ]
+)
+_TEXTS = st.lists(st.one_of(_PIECES, st.text(max_size=6)), max_size=14).map("".join)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_TEXTS)
+def test_every_text_the_patterns_match_passes_the_gates(text: str) -> None:
+    from wasteaudit._internal.content import _SECRET_PATTERNS, _may_hold_secret, scrub
+
+    if _SECRET_PATTERNS.search(text) is not None:
+        assert _may_hold_secret(text)
+        assert scrub(text) != text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(_TEXTS, max_size=4))
+def test_texts_checked_together_keep_each_ones_secret(texts: list[str]) -> None:
+    from wasteaudit._internal.content import _SECRET_PATTERNS, may_hold_secret
+
+    if any(_SECRET_PATTERNS.search(text) is not None for text in texts):
+        assert may_hold_secret("\n".join(texts))
+
+
+def test_the_folded_characters_are_all_those_the_patterns_take_for_ascii_letters() -> None:
+    """``re`` matches a few non-ASCII characters to ASCII letters under (?i); the gates fold those."""
+    import re
+    import sys
+
+    from wasteaudit._internal.content import _FOLDS_TO_ASCII
+
+    letter = re.compile("(?i)[a-z]")
+    found = {chr(cp) for cp in range(128, sys.maxunicode + 1) if letter.fullmatch(chr(cp))}
+    assert found == set(_FOLDS_TO_ASCII)
+
+
+def test_a_keyword_far_from_its_separator_is_still_looked_at() -> None:
+    from wasteaudit._internal.content import scrub
+
+    text = "x " * 40 + "password" + "\u00a0" * 100 + ":" + " " * 3 + "hunter22hunter"
+    assert REDACTED in scrub(text)
+    many = "a: b, " * 60 + "secret = 0123456789abcdef"
+    assert REDACTED in scrub(many)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from wasteaudit._internal.textcache import TextCache
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from wasteaudit.config import Settings
     from wasteaudit.records import CallRecord, RunRecord, ScoreRecord
 
@@ -38,18 +40,46 @@ REDACTED = "[REDACTED]"
 MIN_SECRET_CHARS = 15
 
 # Gates: cheap necessary conditions for a match, so ordinary text never runs the regex (which
-# tries every alternative at every position). Each is a C-speed substring scan or a regex with
-# a literal prefix (searched like a substring); the regex above still decides what is replaced.
-# Case-sensitive patterns are gated on the text itself:
-_CASED_WORDS = ("AKIA", "AIza", "xox")
-_KEY_PREFIXES = (re.compile(r"sk-[A-Za-z0-9_\-]{16}"), re.compile(r"gh[pousr]_[A-Za-z0-9]{36}"))
-# case-insensitive ones on the lower-cased text; a key=value secret needs its separator and an
+# tries every alternative at every position). They run on the text's UTF-8, where a scan is as
+# fast for any text as for ASCII, and lower-casing touches ASCII letters only: each is a C-speed
+# substring scan or a regex with a literal prefix (searched like a substring), most behind a
+# one-byte check (memchr speed) for a character the pattern cannot match without. Every part of
+# a pattern that may match non-ASCII characters (whitespace, a value) is allowed any byte >= 0x80
+# here. The regex above still decides what is replaced; tests/test_content.py checks that every
+# match of it passes the gates.
+_KEY_PREFIXES = (re.compile(rb"sk-[A-Za-z0-9_\-]{16}"), re.compile(rb"gh[pousr]_[A-Za-z0-9]{36}"))
+# Case-insensitive parts on the lower-cased bytes; a key=value secret needs its separator and an
 # 8-character value right after the keyword ("secret" and "password" are common words alone).
-_KV_WORDS = ("password", "secret", "authorization", "api_key", "api-key", "apikey")
-_KV_TAIL = re.compile(r"[\"']?\s*[:=]\s*[\"']?[^\s\"',;&]{8}")
+_KV_WORDS = (b"password", b"secret", b"authorization", b"api_key", b"api-key", b"apikey")
+_SPACE = rb"[\t\n\v\f\r\x1c-\x1f \x80-\xff]"  # \s of a str pattern, and anything non-ASCII
+_VALUE = rb"[^\t\n\v\f\r\x1c-\x1f \"',;&]{8}"
+_KV_TAIL = re.compile(rb"[\"']?" + _SPACE + rb"*[:=]" + _SPACE + rb"*[\"']?" + _VALUE)
+_KV_VALUE = re.compile(_SPACE + rb"*[\"']?" + _VALUE)  # what follows the separator
+_SPACE_BYTES = bytes([9, 10, 11, 12, 13, 28, 29, 30, 31, 32, *range(0x80, 0x100)])
+_KV_SEPARATORS_SCANNED = 24  # more separators than this: scan for the words instead
+_KV_LONGEST = max(map(len, _KV_WORDS)) + 1  # a keyword and its quote
+_KV_WINDOW = 64  # bytes looked at before a separator
+# Non-ASCII characters the patterns' case-insensitive parts match as ASCII letters ("paſſword",
+# "authorİzation"): folded to those letters first, or the gate would miss what the regex
+# matches. tests/test_content.py derives this set from ``re`` itself.
+_FOLDS_TO_ASCII = "\u0130\u0131\u017f\u212a"
+_FOLD_TO_ASCII = str.maketrans(dict(zip(_FOLDS_TO_ASCII, "iisk")))
 
 
-def _kv_value_follows(folded: str, word: str) -> bool:
+def _may_fold(data: bytes) -> bool:
+    """Whether UTF-8 may hold one of ``_FOLDS_TO_ASCII`` (\\xc4\\xb0, \\xc4\\xb1, \\xc5\\xbf, \\xe2\\x84\\xaa):
+    one-byte scans first, as lead bytes \\xc4 and \\xc5 are rare outside Central European text."""
+    return b"\xc4" in data or b"\xc5" in data or (b"\xaa" in data and b"\xe2\x84\xaa" in data)
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: three bytes >= 0x80, like any other non-ASCII character
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _kv_value_follows(folded: bytes, word: bytes) -> bool:
     start = folded.find(word)
     while start >= 0:
         if _KV_TAIL.match(folded, start + len(word)) is not None:
@@ -58,20 +88,63 @@ def _kv_value_follows(folded: str, word: str) -> bool:
     return False
 
 
+def _kv_secret_at_separators(folded: bytes) -> bool | None:
+    """Whether a key=value secret may be in ``folded``, looked for from its ``:`` and ``=``
+    (a keyword, an optional quote and whitespace before one, a value after it); None when
+    there are too many separators to look at one by one."""
+    found = 0
+    for separator in b":=":
+        at = folded.find(separator)
+        while at >= 0:
+            found += 1
+            if found > _KV_SEPARATORS_SCANNED:
+                return None
+            start = max(0, at - _KV_WINDOW)
+            before = folded[start:at].rstrip(_SPACE_BYTES)
+            if start and len(before) <= _KV_LONGEST:  # whitespace back to the window's start: undecided
+                return None
+            if before[-1:] in (b"'", b'"'):
+                before = before[:-1]
+            if before.endswith(_KV_WORDS) and _KV_VALUE.match(folded, at + 1) is not None:
+                return True
+            at = folded.find(separator, at + 1)
+    return False
+
+
 def _may_hold_secret(text: str) -> bool:
-    for word in _CASED_WORDS:
-        if word in text:
-            return True
-    for prefix in _KEY_PREFIXES:
-        if prefix.search(text) is not None:
-            return True
-    folded = text.lower()
-    if "bearer" in folded:
+    data = _utf8(text)
+    if b"-" in data and (b"xox" in data or _KEY_PREFIXES[0].search(data) is not None):  # sk-..., xox?-...
         return True
+    if b"_" in data and _KEY_PREFIXES[1].search(data) is not None:  # gh?_...
+        return True
+    if (b"K" in data and b"AKIA" in data) or (b"z" in data and b"AIza" in data):
+        return True
+    if len(data) != len(text) and _may_fold(data):
+        data = _utf8(text.translate(_FOLD_TO_ASCII))
+    folded = data.lower()  # ASCII letters only: the non-ASCII ones that matter were folded above
+    if b"bearer" in folded:
+        return True
+    if b":" not in folded and b"=" not in folded:
+        return False
+    at_separators = _kv_secret_at_separators(folded)
+    if at_separators is not None:
+        return at_separators
     for word in _KV_WORDS:
         if word in folded and _kv_value_follows(folded, word):
             return True
     return False
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether ``scrub`` could change ``text``: False is certain. Several texts can be checked at
+    once joined by newlines (a match never spans two of them, so each keeps its own)."""
+    return len(text) >= MIN_SECRET_CHARS and _may_hold_secret(text)
+
+
+def passes_text_unchanged(settings: "Settings") -> bool:
+    """Whether the settings' content mode stores text as it is, once scrubbed and capped
+    (``full``, or ``redacted`` without a hook): text ``may_hold_secret`` rules out passes unchanged."""
+    return settings.content_mode == "full" or (settings.content_mode == "redacted" and settings.redact is None)
 
 
 def _scrub(text: str) -> str:
@@ -106,6 +179,18 @@ def forget_texts() -> None:
     _scrubbed.clear()
 
 
+def is_known_clean(text: str) -> bool:
+    """Whether ``text`` (this object) is remembered as one ``scrub`` leaves as it is."""
+    held = _scrubbed.get(id(text))
+    return held is not None and held[0] is text and held[1] is text
+
+
+def remember_clean(text: str) -> None:
+    """Remember a long text ``may_hold_secret`` ruled out, as ``scrub`` would have."""
+    if len(text) >= SCRUB_CACHE_MIN_CHARS:
+        _scrubbed.remember(text, text)
+
+
 def to_jsonable(value: Any, _depth: int = 0) -> Any:
     """Plain JSON data from SDK objects (pydantic models, TypedDicts, iterables)."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -113,7 +198,7 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     if _depth > 32:
         return repr(value)
     if isinstance(value, dict):
-        return {str(k): to_jsonable(v, _depth + 1) for k, v in value.items()}
+        return {_json_key(k): to_jsonable(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, _depth + 1) for v in value]
     if isinstance(value, (bytes, bytearray)):
@@ -127,6 +212,23 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     return repr(value)
 
 
+_JSON_KEYS = {True: "true", False: "false", None: "null"}
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as JSON writes it (``true``, ``null``, ``1.5``), so a value filtered here and
+    one encoded as it is (``policy_may_change_json``) are stored alike; other objects as ``str``."""
+    if key is True or key is False or key is None:
+        return _JSON_KEYS[key]
+    if isinstance(key, str):  # a str subclass (an Enum's member): its text, as JSON takes it
+        return str.__str__(key)
+    if isinstance(key, float):
+        return float.__repr__(key)
+    if isinstance(key, int):
+        return int.__repr__(key)
+    return str(key)
+
+
 def _filtered(value: Any, fn: Any, _depth: int = 0) -> Any:
     """``_map_strings(to_jsonable(value), fn)`` in one walk: plain JSON data with ``fn`` applied to its strings."""
     kind = type(value)  # plain dicts, lists and strings first: what messages are made of
@@ -135,7 +237,7 @@ def _filtered(value: Any, fn: Any, _depth: int = 0) -> Any:
     if _depth <= 32:
         if kind is dict:
             return {
-                (k if type(k) is str else str(k)): (fn(v) if type(v) is str else _filtered(v, fn, _depth + 1))
+                (k if type(k) is str else _json_key(k)): (fn(v) if type(v) is str else _filtered(v, fn, _depth + 1))
                 for k, v in value.items()
             }
         if kind is list:
@@ -151,7 +253,7 @@ def _filtered_any(value: Any, fn: Any, _depth: int) -> Any:
     if _depth > 32:
         return fn(repr(value))
     if isinstance(value, dict):
-        return {str(k): _filtered(v, fn, _depth + 1) for k, v in value.items()}
+        return {_json_key(k): _filtered(v, fn, _depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_filtered(v, fn, _depth + 1) for v in value]
     if isinstance(value, (bytes, bytearray)):
@@ -200,8 +302,17 @@ def _redacted(text: str, mode: str, redact: Any) -> str:
     return clean
 
 
-def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRecord":
-    """Filter a record's content in place according to the settings; idempotent."""
+CONTENT_FIELDS = ("input_messages", "system_instructions", "choices", "tool_definitions")
+
+
+def apply_content_policy(
+    record: "CallRecord", settings: "Settings", unchanged: "Collection[str]" = ()
+) -> "CallRecord":
+    """Filter a record's content in place according to the settings; idempotent.
+
+    ``unchanged``: fields of ``CONTENT_FIELDS`` already known to pass unchanged (the writer
+    checks them as it encodes them, ``storage.convert.content_checker``); they are not walked.
+    """
     if record.policy_applied:
         return record
     mode = settings.content_mode
@@ -241,12 +352,13 @@ def apply_content_policy(record: "CallRecord", settings: "Settings") -> "CallRec
             if choice.tool_calls:
                 choice.tool_calls = [{"id": c.get("id"), "name": c.get("name")} for c in choice.tool_calls]
     else:
-        record.input_messages = _filtered(record.input_messages, text_fn) if record.input_messages is not None else None
-        record.system_instructions = (
-            _filtered(record.system_instructions, text_fn) if record.system_instructions is not None else None
-        )
-        record.tool_definitions = to_jsonable(record.tool_definitions) if record.tool_definitions is not None else None
-        for choice in record.choices:
+        if record.input_messages is not None and "input_messages" not in unchanged:
+            record.input_messages = _filtered(record.input_messages, text_fn)
+        if record.system_instructions is not None and "system_instructions" not in unchanged:
+            record.system_instructions = _filtered(record.system_instructions, text_fn)
+        if record.tool_definitions is not None and "tool_definitions" not in unchanged:
+            record.tool_definitions = to_jsonable(record.tool_definitions)
+        for choice in () if "choices" in unchanged else record.choices:
             if choice.text is not None:
                 choice.text = text_fn(choice.text)
             if choice.refusal is not None:

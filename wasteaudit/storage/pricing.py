@@ -343,18 +343,36 @@ PROVIDER_IDS = {
 }
 
 
+# (provider, models, minute, price context) -> the rates, or None for a model without a price: the
+# writer prices every call, and most calls of a minute share a model.
+_call_rates: dict[tuple[Any, ...], _Rates | None] = {}
+
+
 def _price_table(record: CallRecord, models: list[str]) -> tuple[float | None, str, PriceStatus]:
-    provider = (record.provider or "").lower()
-    provider = PROVIDER_IDS.get(provider, provider)
-    info = None
-    for model in models:
-        info = _lookup(provider, model.lower())
-        if info is not None:
-            break
-    if info is None:
+    started_at = record.started_at or time.time()
+    context = _price_context(record)
+    key = (record.provider, *models, int(started_at // 60), context)
+    try:
+        rates = _call_rates[key]
+    except KeyError:
+        rates = _find_rates(record.provider, models, started_at, context)
+        with _lock:
+            if len(_call_rates) >= _CACHE_LIMIT:
+                _call_rates.clear()
+            _call_rates[key] = rates
+    if rates is None:
         return None, price_data_version(), "unpriced"
-    rates = _table_rates(info, record.started_at or time.time(), _price_context(record))
     usage = _Usage(record)
     partial = record.input_tokens is None or record.output_tokens is None or usage.unknown_tools
     cost, partial = _cost(rates, usage, partial)
     return cost, price_data_version(), "partial" if partial else "priced"
+
+
+def _find_rates(provider: str | None, models: list[str], started_at: float, context: tuple[tuple[str, str], ...]) -> _Rates | None:
+    name = (provider or "").lower()
+    name = PROVIDER_IDS.get(name, name)
+    for model in models:
+        info = _lookup(name, model.lower())
+        if info is not None:
+            return _table_rates(info, started_at, context)
+    return None

@@ -115,6 +115,13 @@ def _recorded_calls() -> list[CallRecord]:
     odd = 'tab\there\nnewline \\ backslash "quoted" \\N é 😀 \x00 \ud800 sk-' + "k" * 20 + " "
     templates.append(CallRecord(
         id="", provider="openai", operation="chat", api="chat.completions", started_at=0.0,
+        input_messages=[{"role": "user", "content": "plain question, no secret " * 20, True: None, 2.5: (1, "a")}],
+        system_instructions=[{"type": "text", "text": "You are terse. " * 40}],
+        choices=[ChoiceContent(index=0, text="An answer " * 30, finish_reason="stop")],
+        tool_definitions=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", None: ("x",)}}}],
+    ))
+    templates.append(CallRecord(
+        id="", provider="openai", operation="chat", api="chat.completions", started_at=0.0,
         input_messages=[{"role": "user", "content": odd * 20, "n": 1.5, 7: None}],
         system_instructions="password: hunter22hunter " * 20,
         choices=[ChoiceContent(index=0, text=odd * 30, finish_reason="stop", tool_calls=[{"id": "t", "arguments": odd}])],
@@ -168,7 +175,9 @@ def test_recorded_calls_are_stored_byte_for_byte_as_by_the_plain_paths(
             writer._insert(engine, writer._prepare(_Batch(records[start:start + 100])))
         assert writer._bulk_retries == 0
 
-        # The plain paths: nothing remembered, the reference encoding, executemany on SQLite.
+        # The plain paths: the policy's walk for every field, nothing remembered, the reference
+        # encoding, executemany on SQLite (every value bound, NULLs and booleans included).
+        monkeypatch.setattr(convert, "content_checker", lambda limit: lambda record: {})
         monkeypatch.setattr(content, "SCRUB_CACHE_MIN_CHARS", math.inf)
         monkeypatch.setattr(convert, "ENCODED_CACHE_MIN_CHARS", math.inf)
         monkeypatch.setattr(convert, "encode_json", lambda value, gaps=None, **_: _reference_encode_json(value, gaps))
@@ -187,6 +196,79 @@ def test_recorded_calls_are_stored_byte_for_byte_as_by_the_plain_paths(
     expected = _stored_rows(db_url, [record.id for record in plain])
     assert len(stored) == len(records) and stored == expected
     assert any(content.REDACTED in str(row) for row in stored)  # the odd call's secrets were scrubbed
+    if db_url.startswith("postgresql"):
+        assert statements.insert_call.copy_types is not None  # calls went in by binary COPY
+
+
+_content = st.one_of(
+    _values,
+    st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": _scalars}), max_size=3),
+    st.sampled_from([
+        [{"role": "user", "content": "my key is sk-proj-" + "A1b2C3d4" * 4}],
+        [{"role": "user", "content": "x" * 300 + " password: hunter22hunter"}],
+        [{"role": "user", "content": "Bearer abcdefghijklmnopqrstuvwxyz " * 3}],
+        [{"role": "user", "content": "é" * 70_000}],  # over the cap below
+        {"ok": ("tuple", 1)},
+    ]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=_content, system=_content, text=st.one_of(st.none(), _odd_text, _long_text), tools=_values)
+def test_content_stored_as_encoded_is_what_the_policy_and_encoding_give(messages: Any, system: Any, text: Any,
+                                                                        tools: Any) -> None:
+    """``convert.content_checker``: a field it passes is stored exactly as the policy's walk and
+    the encoder would have stored it; secrets and over-long text never pass."""
+    from wasteaudit.config import settings_from_env
+
+    policy = settings_from_env({}, max_output_bytes=200_000)
+    record = CallRecord(
+        id="c", provider="openai", operation="chat", api="chat.completions", started_at=0.0,
+        input_messages=messages, system_instructions=system, tool_definitions=tools,
+        choices=[ChoiceContent(index=0, text=text, finish_reason="stop", tool_calls=[{"id": "t", "arguments": text}])],
+    )
+    walked = copy.deepcopy(record)
+    content.apply_content_policy(walked, policy)
+    expected = {
+        "input_messages": encode_json(walked.input_messages, [], content=True),
+        "system_instructions": encode_json(walked.system_instructions, [], content=True),
+        "choices": encode_json([convert._choice(choice) for choice in walked.choices], [], content=True),
+        "tool_definitions": encode_json(walked.tool_definitions, []),
+    }
+    found = convert.content_checker(policy.max_output_bytes)(record)
+    for name, encoded in found.items():
+        assert encoded == expected[name], name
+    # and the policy, told those fields pass, leaves the record as the walk did
+    content.apply_content_policy(record, policy, found)
+    for name in ("input_messages", "system_instructions", "tool_definitions"):
+        if name not in found:
+            assert getattr(record, name) == getattr(walked, name)
+    assert record.content_truncated == walked.content_truncated
+
+
+def test_a_column_null_in_every_row_is_written_as_a_literal(tmp_path: Path) -> None:
+    """SQLite: NULL columns of a whole statement are not bound, and what is stored is the same."""
+    from wasteaudit.storage.engine import create_engine_for
+
+    url = f"sqlite:///{tmp_path / 'nulls.db'}"
+    writer = Writer(url, queue_size=10)
+    writer.shutdown(timeout=0)
+    engine = writer._connect()
+    width = len(convert.ATTEMPT_COLUMNS)
+    try:
+        statements = writer._statements
+        assert statements is not None
+        compiled = statements.insert_attempt
+        rows = [("c1", 0, None, None, None, None, None), ("c1", 1, None, None, 500, None, None)]
+        with engine.connect() as connection:
+            (sql, params), = compiled.multirow_statements(rows, connection)
+            assert sql.count("?") == 3 * 2 and len(params) == 3 * 2  # call_id, index, status_code bound
+            (sql, params), = compiled.multirow_statements([("c2", 0) + (None,) * (width - 2)], connection)
+            assert len(params) == 2
+            (sql, params), = compiled.multirow_statements([(None,) * width], connection)
+            assert params == () and "?" not in sql.partition(" VALUES ")[2].partition(" ON CONFLICT")[0]
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_batches_larger_than_one_statement_allows_are_split(tmp_path: Path) -> None:

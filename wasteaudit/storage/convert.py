@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wasteaudit._internal.textcache import TextCache
@@ -77,6 +78,16 @@ ENCODED_CACHE_MIN_CHARS = 256
 _encoded = TextCache(max_chars=4_000_000)
 
 
+# Short strings by value: keys and roles ("role", "content", "user", ...) come in every call.
+_short_escaped: dict[str, str] = {}
+
+
+def _remember_short(value: str, text: str) -> None:
+    if len(_short_escaped) >= 4096:
+        _short_escaped.clear()
+    _short_escaped[value] = text
+
+
 class _Unstorable(ValueError):
     """A string holds a NUL or a lone surrogate: the value is repaired and encoded again."""
 
@@ -101,9 +112,7 @@ def _make_encoders() -> tuple[Any, Any]:
         return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode, None
     escape = encoder.c_encode_basestring
     cached = _encoded.get
-    # Short strings by value: keys and roles ("role", "content", "user", ...) come in every call.
-    short: dict[str, str] = {}
-    short_get = short.get
+    short_get = _short_escaped.get
 
     def encode_string(value: str) -> str:
         size = len(value)
@@ -116,9 +125,7 @@ def _make_encoders() -> tuple[Any, Any]:
                 raise _Unstorable
             text = escape(value)
             if size <= 64 and type(value) is str:
-                if len(short) >= 4096:
-                    short.clear()
-                short[value] = text
+                _remember_short(value, text)
             return text
         held = cached(id(value))
         if held is not None and held[0] is value:
@@ -149,6 +156,112 @@ def forget_texts() -> None:
 
 
 _encode, _encode_content = _make_encoders()
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
+
+
+class _NeedsPolicy(ValueError):
+    """A string may be changed by the content policy (longer than the cap allows)."""
+
+
+def content_checker(limit: int) -> Callable[[CallRecord], dict[str, str]]:
+    """``unchanged(record)``: the content fields (``content.CONTENT_FIELDS``) that the content
+    policy of ``full`` mode (``max_output_bytes=limit``) would leave exactly as they are, each
+    with its stored JSON; the other fields need the policy's walk. For one thread.
+
+    The writer's common case, in one pass: the strings are encoded as the ``content`` encoder
+    does (C escaping, remembered for long texts), and those the policy could change are gathered
+    and ruled out at once (``content.may_hold_secret`` over them joined; long texts already ruled
+    out are remembered by ``content``'s scrub cache). Plain data only: anything else, a NaN, a
+    NUL or a lone surrogate, or a string over the cap, leaves the field to the walk. Tool
+    definitions, which the policy only makes plain, are plain data encoded as they are.
+    (One difference from the walk: it stops at 32 levels of nesting, this encodes them all.)
+    """
+    from json import encoder
+
+    from wasteaudit._internal import content
+
+    escape = encoder.c_encode_basestring
+    if encoder.c_make_encoder is None or escape is None:  # pragma: no cover - no C speedups
+        return lambda record: {}
+    short_get, cached = _short_escaped.get, _encoded.get
+    is_known_clean, min_secret, longest = content.is_known_clean, content.MIN_SECRET_CHARS, limit // 4
+    seen: list[str] = []  # the strings of the value being encoded that may hold a secret
+    add = seen.append
+
+    def encode_string(value: str) -> str:
+        size = len(value)
+        if size > longest:  # the policy caps text at `limit` bytes, 4 at most per code point
+            raise _NeedsPolicy
+        if size < ENCODED_CACHE_MIN_CHARS:
+            text = short_get(value) if type(value) is str else None
+            if text is None:
+                if "\x00" in value or (not value.isascii() and _str_problem(value)):
+                    raise _Unstorable
+                text = escape(value)
+                if size <= 64 and type(value) is str:
+                    _remember_short(value, text)
+            if size >= min_secret:
+                add(value)
+            return text
+        held = cached(id(value))
+        if held is not None and held[0] is value:
+            text = held[1]
+        else:
+            if "\x00" in value or (not value.isascii() and _str_problem(value)):
+                raise _Unstorable
+            text = escape(value)
+            _encoded.remember(value, text)
+        if not is_known_clean(value):
+            add(value)
+        return text
+
+    chunks = encoder.c_make_encoder(None, _refuse, encode_string, None, ":", ",", False, False, False)
+    # Tool definitions: not content the policy scrubs, only made plain JSON; many short strings.
+    plain_chunks = encoder.c_make_encoder(None, _refuse, escape, None, ":", ",", False, False, False)
+    join = "".join
+
+    def field(value: Any) -> str | None:
+        seen.clear()
+        try:
+            text = join(chunks(value, 0))
+        except (ValueError, TypeError, RecursionError):  # not plain data, NaN, NUL, over the cap, a cycle
+            return None
+        if seen:
+            if content.may_hold_secret(seen[0] if len(seen) == 1 else "\n".join(seen)):
+                return None
+            for string in seen:
+                content.remember_clean(string)
+        return text
+
+    def unchanged(record: CallRecord) -> dict[str, str]:
+        found: dict[str, str] = {}
+        if record.input_messages is not None:
+            text = field(record.input_messages)
+            if text is not None:
+                found["input_messages"] = text
+        if record.system_instructions is not None:
+            text = field(record.system_instructions)
+            if text is not None:
+                found["system_instructions"] = text
+        choices = record.choices
+        if choices and all(type(choice) is ChoiceContent for choice in choices):
+            text = field([_choice(choice) for choice in choices])
+            if text is not None:
+                found["choices"] = text
+        if record.tool_definitions is not None:
+            try:
+                text = join(plain_chunks(record.tool_definitions, 0))
+            except (ValueError, TypeError, RecursionError):  # SDK objects, NaN, a cycle: to_jsonable's
+                pass
+            else:
+                if _storable(text):
+                    found["tool_definitions"] = text
+        return found
+
+    return unchanged
 
 
 def clean_text(value: str | None) -> tuple[str | None, bool]:
@@ -306,6 +419,7 @@ _TEXT_AT = tuple(CALL_COLUMNS.index(name) for name in _CALL_TEXT_COLUMNS)
 _JSON_AT = tuple(CALL_COLUMNS.index(name) for name in _CALL_JSON_COLUMNS)
 # Long texts: the messages sent (with the history re-sent each turn), system prompts, responses.
 _CONTENT_AT = frozenset(CALL_COLUMNS.index(name) for name in ("input_messages", "system_instructions", "choices"))
+_ENCODED_AT = {name: CALL_COLUMNS.index(name) for name in ("input_messages", "system_instructions", "choices", "tool_definitions")}
 _GAPS_AT = CALL_COLUMNS.index("gaps")
 
 
@@ -314,8 +428,12 @@ def call_values(
     cost_usd: float | None,
     price_version: str | None,
     priced: str,
+    encoded: Mapping[str, str] | None = None,
 ) -> tuple[list[Any], list[list[Any]]]:
-    """The ``wasteaudit_calls`` row (``CALL_COLUMNS`` order) and the attempt rows (``ATTEMPT_COLUMNS``)."""
+    """The ``wasteaudit_calls`` row (``CALL_COLUMNS`` order) and the attempt rows (``ATTEMPT_COLUMNS``).
+
+    ``encoded``: content fields already encoded (``unchanged_content``), stored as they are.
+    """
     gaps = list(record.gaps) if record.gaps else []
     choices = record.choices
     finish_reasons = record.finish_reasons
@@ -357,7 +475,7 @@ def call_values(
         max(1, len(record.attempts)),
         record.input_messages,
         record.system_instructions,
-        [_choice(c) for c in choices] if choices else [],
+        [_choice(c) for c in choices] if choices and not (encoded and "choices" in encoded) else [],
         record.tool_definitions,
         record.response_format,
         record.content_mode,
@@ -389,9 +507,15 @@ def call_values(
             changed = True
     if changed and GAP_TEXT_REPLACED not in gaps:
         gaps.append(GAP_TEXT_REPLACED)
+    done: list[int] = []
+    if encoded:
+        for name, text in encoded.items():
+            at = _ENCODED_AT[name]
+            row[at] = text
+            done.append(at)
     for at in _JSON_AT:
         value = row[at]
-        if value is not None:
+        if value is not None and at not in done:
             row[at] = encode_json(value, gaps, content=at in _CONTENT_AT)
     row[_GAPS_AT] = encode_json(gaps) if gaps else "[]"  # last: the encodings above may have added to it
 

@@ -544,7 +544,9 @@ class Writer:
             if self._engine is None:
                 from wasteaudit.storage.engine import create_engine_for, tune_for_bulk_writes
 
-                engine = create_engine_for(self.url)
+                # No pre-ping (PostgreSQL): it costs a round trip per batch, and a batch that meets
+                # a dead pooled connection is retried on a fresh one anyway (``_write``).
+                engine = create_engine_for(self.url, **_NO_PRE_PING.get(_backend(self.url), {}))
                 tune_for_bulk_writes(engine)
                 self._statements = _Statements(engine)
                 self._engine = engine
@@ -1105,6 +1107,13 @@ def _copy(cursor: Any, compiled: _Compiled, rows: list[Any]) -> None:
         write_row = copy.write_row
         for row in rows:
             write_row(row)
+
+
+_NO_PRE_PING = {"postgresql": {"pool_pre_ping": False}}
+
+
+def _backend(url: str) -> str:
+    return url.partition(":")[0].partition("+")[0]
 
 
 def _epoch(value: Any) -> float | None:

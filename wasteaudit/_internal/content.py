@@ -137,7 +137,8 @@ def _may_hold_secret(text: str) -> bool:
 
 def may_hold_secret(text: str) -> bool:
     """Whether ``scrub`` could change ``text``: False is certain. Several texts can be checked at
-    once joined by newlines (a match never spans two of them, so each keeps its own)."""
+    once, joined by newlines: a match in one of them is still there (one spanning two is only a
+    false alarm)."""
     return len(text) >= MIN_SECRET_CHARS and _may_hold_secret(text)
 
 
@@ -217,7 +218,7 @@ _JSON_KEYS = {True: "true", False: "false", None: "null"}
 
 def _json_key(key: Any) -> str:
     """A dict key as JSON writes it (``true``, ``null``, ``1.5``), so a value filtered here and
-    one encoded as it is (``policy_may_change_json``) are stored alike; other objects as ``str``."""
+    one encoded as it is (``storage.convert.content_checker``) are stored alike; others as ``str``."""
     if key is True or key is False or key is None:
         return _JSON_KEYS[key]
     if isinstance(key, str):  # a str subclass (an Enum's member): its text, as JSON takes it

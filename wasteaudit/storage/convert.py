@@ -432,7 +432,7 @@ def call_values(
 ) -> tuple[list[Any], list[list[Any]]]:
     """The ``wasteaudit_calls`` row (``CALL_COLUMNS`` order) and the attempt rows (``ATTEMPT_COLUMNS``).
 
-    ``encoded``: content fields already encoded (``unchanged_content``), stored as they are.
+    ``encoded``: content fields already encoded (``content_checker``), stored as they are.
     """
     gaps = list(record.gaps) if record.gaps else []
     choices = record.choices

@@ -700,6 +700,7 @@ class Writer:
 
     def _prepare(self, batch: _Batch) -> list[tuple[Any, ...]]:
         """Rows for each record; a record that cannot be converted is dropped alone (``batch.invalid``)."""
+        from wasteaudit._internal.content import apply_content_policy
         from wasteaudit.storage.convert import call_values, content_checker, run_row, score_row
         from wasteaudit.storage.pricing import price_call
 
@@ -719,8 +720,6 @@ class Writer:
                 encoded = None
                 if policy is not None and not getattr(record, "policy_applied", False):
                     if unchanged_content is not None and kind is CallRecord:
-                        from wasteaudit._internal.content import apply_content_policy
-
                         encoded = unchanged_content(record)
                         apply_content_policy(record, settings, encoded)
                     else:

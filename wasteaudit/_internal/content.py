@@ -56,7 +56,10 @@ _VALUE = rb"[^\t\n\v\f\r\x1c-\x1f \"',;&]{8}"
 _KV_TAIL = re.compile(rb"[\"']?" + _SPACE + rb"*[:=]" + _SPACE + rb"*[\"']?" + _VALUE)
 _KV_VALUE = re.compile(_SPACE + rb"*[\"']?" + _VALUE)  # what follows the separator
 _SPACE_BYTES = bytes([9, 10, 11, 12, 13, 28, 29, 30, 31, 32, *range(0x80, 0x100)])
-_KV_SEPARATORS_SCANNED = 24  # more separators than this: scan for the words instead
+# More separators than this: scan for the words instead (six scans of the whole text; a separator
+# costs about what a scan of 128 bytes does).
+_KV_SEPARATORS_SCANNED = 24
+_KV_BYTES_PER_SEPARATOR = 128
 _KV_LONGEST = max(map(len, _KV_WORDS)) + 1  # a keyword and its quote
 _KV_WINDOW = 64  # bytes looked at before a separator
 # Non-ASCII characters the patterns' case-insensitive parts match as ASCII letters ("paſſword",
@@ -92,12 +95,12 @@ def _kv_secret_at_separators(folded: bytes) -> bool | None:
     """Whether a key=value secret may be in ``folded``, looked for from its ``:`` and ``=``
     (a keyword, an optional quote and whitespace before one, a value after it); None when
     there are too many separators to look at one by one."""
-    found = 0
+    found, most = 0, max(_KV_SEPARATORS_SCANNED, len(folded) // _KV_BYTES_PER_SEPARATOR)
     for separator in b":=":
         at = folded.find(separator)
         while at >= 0:
             found += 1
-            if found > _KV_SEPARATORS_SCANNED:
+            if found > most:
                 return None
             start = max(0, at - _KV_WINDOW)
             before = folded[start:at].rstrip(_SPACE_BYTES)

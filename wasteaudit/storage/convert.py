@@ -92,6 +92,59 @@ class _Unstorable(ValueError):
     """A string holds a NUL or a lone surrogate: the value is repaired and encoded again."""
 
 
+class _NeedsPolicy(ValueError):
+    """A string may be changed by the content policy (longer than the cap allows)."""
+
+
+def _string_encoder(escape: Any, longest: float = math.inf, seen: list[str] | None = None) -> Callable[[str], str]:
+    """``encode_string`` for the C encoder: a string's JSON escaping (``escape``), after a check
+    that it is storable (``_Unstorable`` if not), remembered: short strings by value, long ones by
+    identity (the same system prompt and history come with call after call, and escaping them is
+    most of the encoding's cost).
+
+    For ``content_checker``: a string longer than ``longest`` raises ``_NeedsPolicy``, and the
+    strings the secret gates must rule out (15+ characters, not remembered as clean) are
+    gathered in ``seen``.
+    """
+    short_get, cached = _short_escaped.get, _encoded.get
+    add: Callable[[str], None] | None = None
+    is_known_clean: Callable[[str], bool] = bool
+    min_secret = 0
+    if seen is not None:
+        from wasteaudit._internal import content
+
+        add, is_known_clean, min_secret = seen.append, content.is_known_clean, content.MIN_SECRET_CHARS
+
+    def encode_string(value: str) -> str:
+        size = len(value)
+        if size > longest:  # the policy caps text at `limit` bytes, 4 at most per code point
+            raise _NeedsPolicy
+        if size < ENCODED_CACHE_MIN_CHARS:
+            text = short_get(value) if type(value) is str else None
+            if text is None:
+                if "\x00" in value or (not value.isascii() and _str_problem(value)):
+                    raise _Unstorable
+                text = escape(value)
+                if size <= 64 and type(value) is str:
+                    _remember_short(value, text)
+            if add is not None and size >= min_secret:
+                add(value)
+            return text
+        held = cached(id(value))
+        if held is not None and held[0] is value:
+            text = held[1]
+        else:
+            if "\x00" in value or (not value.isascii() and _str_problem(value)):
+                raise _Unstorable
+            text = escape(value)
+            _encoded.remember(value, text)
+        if add is not None and not is_known_clean(value):
+            add(value)
+        return text
+
+    return encode_string
+
+
 def _make_encoders() -> tuple[Any, Any]:
     """Compact, NaN-rejecting JSON encoders with the C encoder built once: ``(plain, content)``.
 
@@ -99,10 +152,8 @@ def _make_encoders() -> tuple[Any, Any]:
     than encoding a typical small value; the writer encodes ~10 values per call.
 
     ``content`` is for the call's messages and responses: each string (value or key) goes
-    through ``encode_string``, the C encoder's own escaping, remembered for long strings (the
-    same system prompt and history come with call after call, and escaping them is most of the
-    encoding's cost), after a check that the string is storable (``ValueError`` if not). That
-    costs a Python call per string, so values made of many short strings (parameters, tool
+    through ``_string_encoder``'s function (a storability check, the C escaping, remembered).
+    That costs a Python call per string, so values made of many short strings (parameters, tool
     schemas) use ``plain``, whose text ``encode_json`` checks instead.
     """
     from json import encoder
@@ -111,30 +162,7 @@ def _make_encoders() -> tuple[Any, Any]:
     if encoder.c_make_encoder is None or encoder.c_encode_basestring is None:  # pragma: no cover - no C speedups
         return json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=json_default).encode, None
     escape = encoder.c_encode_basestring
-    cached = _encoded.get
-    short_get = _short_escaped.get
-
-    def encode_string(value: str) -> str:
-        size = len(value)
-        if size < ENCODED_CACHE_MIN_CHARS:
-            if type(value) is str:
-                text = short_get(value)
-                if text is not None:
-                    return text
-            if "\x00" in value or (not value.isascii() and _str_problem(value)):
-                raise _Unstorable
-            text = escape(value)
-            if size <= 64 and type(value) is str:
-                _remember_short(value, text)
-            return text
-        held = cached(id(value))
-        if held is not None and held[0] is value:
-            return held[1]
-        if "\x00" in value or (not value.isascii() and _str_problem(value)):
-            raise _Unstorable
-        text = escape(value)
-        _encoded.remember(value, text)
-        return text
+    encode_string = _string_encoder(escape)
 
     # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan);
     # markers=None: no cycle bookkeeping, a cycle ends in RecursionError instead.
@@ -162,10 +190,6 @@ def _refuse(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-class _NeedsPolicy(ValueError):
-    """A string may be changed by the content policy (longer than the cap allows)."""
-
-
 def content_checker(limit: int) -> Callable[[CallRecord], dict[str, str]]:
     """``unchanged(record)``: the content fields (``content.CONTENT_FIELDS``) that the content
     policy of ``full`` mode (``max_output_bytes=limit``) would leave exactly as they are, each
@@ -186,38 +210,8 @@ def content_checker(limit: int) -> Callable[[CallRecord], dict[str, str]]:
     escape = encoder.c_encode_basestring
     if encoder.c_make_encoder is None or escape is None:  # pragma: no cover - no C speedups
         return lambda record: {}
-    short_get, cached = _short_escaped.get, _encoded.get
-    is_known_clean, min_secret, longest = content.is_known_clean, content.MIN_SECRET_CHARS, limit // 4
     seen: list[str] = []  # the strings of the value being encoded that may hold a secret
-    add = seen.append
-
-    def encode_string(value: str) -> str:
-        size = len(value)
-        if size > longest:  # the policy caps text at `limit` bytes, 4 at most per code point
-            raise _NeedsPolicy
-        if size < ENCODED_CACHE_MIN_CHARS:
-            text = short_get(value) if type(value) is str else None
-            if text is None:
-                if "\x00" in value or (not value.isascii() and _str_problem(value)):
-                    raise _Unstorable
-                text = escape(value)
-                if size <= 64 and type(value) is str:
-                    _remember_short(value, text)
-            if size >= min_secret:
-                add(value)
-            return text
-        held = cached(id(value))
-        if held is not None and held[0] is value:
-            text = held[1]
-        else:
-            if "\x00" in value or (not value.isascii() and _str_problem(value)):
-                raise _Unstorable
-            text = escape(value)
-            _encoded.remember(value, text)
-        if not is_known_clean(value):
-            add(value)
-        return text
-
+    encode_string = _string_encoder(escape, limit // 4, seen)
     chunks = encoder.c_make_encoder(None, _refuse, encode_string, None, ":", ",", False, False, False)
     # Tool definitions: not content the policy scrubs, only made plain JSON; many short strings.
     plain_chunks = encoder.c_make_encoder(None, _refuse, escape, None, ":", ",", False, False, False)

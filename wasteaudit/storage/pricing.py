@@ -310,21 +310,8 @@ def _price_context(record: CallRecord) -> tuple[tuple[str, str], ...]:
 
 
 def _table_rates(info: Any, started_at: float, context: tuple[tuple[str, str], ...]) -> _Rates:
-    # Price windows (start dates, off-peak hours) are minute-grained at most.
-    key = (id(info), int(started_at // 60), context)
-    cached = _rates_cache.get(key)
-    if cached is not None and cached[0] is info:
-        return cached[1]
     when = datetime.fromtimestamp(started_at, timezone.utc)
-    rates = _Rates(info.get_prices(when, dict(context) or None).__dict__.get)
-    with _lock:
-        if len(_rates_cache) >= _CACHE_LIMIT:
-            _rates_cache.clear()
-        _rates_cache[key] = (info, rates)
-    return rates
-
-
-_rates_cache: dict[tuple[int, int, tuple[tuple[str, str], ...]], tuple[Any, _Rates]] = {}
+    return _Rates(info.get_prices(when, dict(context) or None).__dict__.get)
 
 
 # gen_ai.provider.name values (OpenTelemetry conventions) -> genai-prices provider ids. Self-hosted
@@ -344,7 +331,8 @@ PROVIDER_IDS = {
 
 
 # (provider, models, minute, price context) -> the rates, or None for a model without a price: the
-# writer prices every call, and most calls of a minute share a model.
+# writer prices every call, and most calls of a minute share a model. Price windows (start
+# dates, off-peak hours) are minute-grained at most.
 _call_rates: dict[tuple[Any, ...], _Rates | None] = {}
 
 

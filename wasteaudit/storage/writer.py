@@ -544,9 +544,9 @@ class Writer:
             if self._engine is None:
                 from wasteaudit.storage.engine import create_engine_for, tune_for_bulk_writes
 
-                # No pre-ping (PostgreSQL): it costs a round trip per batch, and a batch that meets
-                # a dead pooled connection is retried on a fresh one anyway (``_write``).
-                engine = create_engine_for(self.url, **_NO_PRE_PING.get(_backend(self.url), {}))
+                # No pre-ping (PostgreSQL's default here): it costs a round trip per batch, and a
+                # batch that meets a dead pooled connection is retried on a fresh one (``_write``).
+                engine = create_engine_for(self.url, pool_pre_ping=False)
                 tune_for_bulk_writes(engine)
                 self._statements = _Statements(engine)
                 self._engine = engine
@@ -958,8 +958,9 @@ class _Compiled:
             self._multirow_sql: dict[tuple[int, tuple[int, ...]], str] = {}
             # sqlite3 binds a bool (not exactly an int) the slow way, through its adapter lookup;
             # stored as 0/1 either way.
-            self._bool_at = tuple(
-                columns.index(c.name) for c in table.columns if dialect.name == "sqlite" and isinstance(c.type, Boolean)
+            self._bool_at = (
+                tuple(columns.index(c.name) for c in table.columns if isinstance(c.type, Boolean))
+                if dialect.name == "sqlite" else ()
             )
             preparer = dialect.identifier_preparer
             self.copy_sql = (
@@ -1106,13 +1107,6 @@ def _copy(cursor: Any, compiled: _Compiled, rows: list[Any]) -> None:
         write_row = copy.write_row
         for row in rows:
             write_row(row)
-
-
-_NO_PRE_PING = {"postgresql": {"pool_pre_ping": False}}
-
-
-def _backend(url: str) -> str:
-    return url.partition(":")[0].partition("+")[0]
 
 
 def _epoch(value: Any) -> float | None:

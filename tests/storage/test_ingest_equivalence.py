@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -78,6 +79,44 @@ def test_encoded_json_is_what_the_plain_encoding_gave(value: Any) -> None:
     expected = outcome(_reference_encode_json, copy.deepcopy(value))
     for as_content in (False, True, True):  # the second content pass hits the remembered strings
         assert outcome(lambda item, gaps: encode_json(item, gaps, content=as_content), value) == expected
+
+
+_plain_scalars = st.one_of(st.none(), st.booleans(), st.integers(), _odd_text, _long_text)
+_plain_values = st.recursive(
+    _plain_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(_odd_text, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_plain_values)
+def test_orjson_writes_the_stdlib_encoders_bytes_for_plain_data_without_floats(value: Any) -> None:
+    """What ``convert._fast_dumps`` promises; it fails only where the stdlib text is not storable
+    (a lone surrogate) or on an int beyond 64 bits, and both encoders refuse those to the walk."""
+    dumps = convert._fast_dumps()
+    assert dumps is not None
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        data = dumps(value)
+    except TypeError:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return  # a lone surrogate
+        assert _has_big_int(value)
+    else:
+        assert data == text.encode("utf-8", "surrogatepass")
+
+
+def _has_big_int(value: Any) -> bool:
+    if type(value) is int:
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(map(_has_big_int, value.values()))
+    if isinstance(value, (list, tuple)):
+        return any(map(_has_big_int, value))
+    return False
 
 
 def test_a_literal_backslash_u0000_is_kept_and_a_nul_is_replaced() -> None:
@@ -177,7 +216,7 @@ def test_recorded_calls_are_stored_byte_for_byte_as_by_the_plain_paths(
 
         # The plain paths: the policy's walk for every field, nothing remembered, the reference
         # encoding, executemany on SQLite (every value bound, NULLs and booleans included).
-        monkeypatch.setattr(convert, "content_checker", lambda limit: lambda record: {})
+        monkeypatch.setattr(convert, "content_checker", lambda limit, **_: lambda record: {})
         monkeypatch.setattr(content, "SCRUB_CACHE_MIN_CHARS", math.inf)
         monkeypatch.setattr(convert, "ENCODED_CACHE_MIN_CHARS", math.inf)
         monkeypatch.setattr(convert, "encode_json", lambda value, gaps=None, **_: _reference_encode_json(value, gaps))
@@ -235,9 +274,17 @@ def test_content_stored_as_encoded_is_what_the_policy_and_encoding_give(messages
         "choices": encode_json([convert._choice(choice) for choice in walked.choices], [], content=True),
         "tool_definitions": encode_json(walked.tool_definitions, []),
     }
-    found = convert.content_checker(policy.max_output_bytes)(record)
-    for name, encoded in found.items():
-        assert encoded == expected[name], name
+    fast_dumps = convert._fast_dumps
+    assert fast_dumps() is not None  # orjson is installed: both encoders are checked
+    founds = []
+    for fast, utf8 in ((True, False), (True, True), (False, False), (False, True)):
+        with mock.patch.object(convert, "_fast_dumps", fast_dumps if fast else lambda: None):
+            found = convert.content_checker(policy.max_output_bytes, utf8=utf8)(record)
+        for name, encoded in found.items():
+            assert type(encoded) is (bytes if utf8 else str), name
+            assert (encoded.decode() if utf8 else encoded) == expected[name], (name, fast)
+        founds.append(set(found))
+    assert all(names == founds[0] for names in founds)  # orjson refuses what the stdlib encoder would not pass
     # and the policy, told those fields pass, leaves the record as the walk did
     content.apply_content_policy(record, policy, found)
     for name in ("input_messages", "system_instructions", "tool_definitions"):

@@ -713,7 +713,10 @@ class Writer:
         # The configured policy in a mode that keeps text: content it would not change is checked
         # as it is encoded and stored as encoded (``convert.content_checker``), the rest walked.
         settings = _text_passing_settings() if policy is configured_content_policy else None
-        unchanged_content = content_checker(settings.max_output_bytes) if settings is not None else None
+        unchanged_content = (
+            content_checker(settings.max_output_bytes, utf8=statements.insert_call.json_as_utf8)
+            if settings is not None else None
+        )
         for record in batch.records:
             try:
                 kind = type(record)
@@ -975,6 +978,9 @@ class _Compiled:
                 if binary is not None:
                     self.copy_types, self._jsonb_at = binary
                     self.copy_sql += " (FORMAT BINARY)"
+        # Whether JSON columns are sent as UTF-8 bytes (binary COPY): content encoded to bytes
+        # at once is not turned into text and back.
+        self.json_as_utf8 = bool(self._jsonb_at) if columns is not None else False
 
     def encode(self, row: dict[str, Any]) -> Any:
         to_time = self._time
@@ -998,7 +1004,7 @@ class _Compiled:
         for at in self._jsonb_at:  # JSONB's binary form: a version byte, then the JSON text
             value = row[at]
             if value is not None:
-                row[at] = b"\x01" + value.encode()
+                row[at] = b"\x01" + (value if type(value) is bytes else value.encode())
         return self._reorder(row) if self._reorder is not None else row
 
     def multirow_statements(self, rows: list[Any], connection: Any) -> list[tuple[str, tuple[Any, ...]]]:

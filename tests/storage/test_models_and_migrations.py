@@ -5,6 +5,7 @@ Also the engine factory: URL resolution, SQLite pragmas, and error messages with
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import re
 from datetime import datetime, timezone
@@ -290,3 +291,41 @@ def test_call_content_is_compressed_with_lz4_where_the_server_has_it(pg_url: str
     content = ("input_messages", "system_instructions", "choices", "tool_definitions", "response_format", "error_message")
     assert {methods[name] for name in content} == ({"l"} if has_lz4 else {""})
     assert methods["id"] == ""  # everything else keeps the server's default
+
+
+@pytest.mark.postgres
+def test_call_content_moves_from_jsonb_to_json_and_back_with_its_values(pg_url: str) -> None:
+    """Migration v0_3_0_04: the content columns become JSON (kept as written, not rebuilt as
+    JSONB on every insert); calls stored before read back the same, after it and after its downgrade."""
+    from alembic import command
+
+    messages = [{"role": "user", "content": 'é 😀 "quoted"\nline', "n": 1, "ok": True, "none": None}]
+    engine = create_engine_for(pg_url)
+
+    def stored() -> tuple[Any, str]:
+        with engine.connect() as connection:
+            value, sql_type = connection.exec_driver_sql(
+                "SELECT input_messages, pg_typeof(input_messages)::text FROM wasteaudit_calls WHERE id = 'c1'"
+            ).one()
+        return value, sql_type
+
+    try:
+        upgrade(engine, "v0_3_0_03")
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO wasteaudit_calls (id, provider, operation, api, started_at, method, stream, usage_source,"
+                " attempts, content_mode, content_truncated, priced, input_messages)"
+                " VALUES ('c1', 'openai', 'chat', 'chat.completions', now(), 'create', false, 'provider', 1, 'full',"
+                " false, 'priced', %(messages)s::jsonb)",
+                {"messages": json.dumps(messages)},
+            )
+        assert stored() == (messages, "jsonb")
+        upgrade(engine)
+        assert stored() == (messages, "json")
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "v0_3_0_03")
+        assert stored() == (messages, "jsonb")
+    finally:
+        engine.dispose()

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -55,6 +56,7 @@ __all__ = (
     "RollupTopRow",
     "UTCDateTime",
     "JSONType",
+    "ContentJSONType",
 )
 
 TABLE_PREFIX = "wasteaudit_"
@@ -71,6 +73,11 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 # SQL NULL (not JSON 'null') for None, so "IS NULL" means "not recorded"; JSONB on PostgreSQL.
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# A call's content (messages, outputs, tool definitions): JSON, not JSONB, on PostgreSQL. It is
+# written once, read whole by the scorer and the report, never searched inside by SQL; JSON
+# keeps the writer's text as it is, where JSONB parses and rebuilds it (a quarter of the
+# server's work per stored call, measured by bench/bench_ingest.py).
+ContentJSONType = JSON(none_as_null=True).with_variant(PG_JSON(none_as_null=True), "postgresql")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -175,10 +182,10 @@ class CallRow(Base):
     error_type: Mapped[str | None] = mapped_column(String)
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
-    input_messages: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    system_instructions: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
-    tool_definitions: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    input_messages: Mapped[Any] = mapped_column(ContentJSONType, nullable=True)
+    system_instructions: Mapped[Any] = mapped_column(ContentJSONType, nullable=True)
+    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(ContentJSONType)
+    tool_definitions: Mapped[Any] = mapped_column(ContentJSONType, nullable=True)
     response_format: Mapped[Any] = mapped_column(JSONType, nullable=True)
     content_mode: Mapped[str] = mapped_column(String(16))
     content_truncated: Mapped[bool] = mapped_column(Boolean, default=False)

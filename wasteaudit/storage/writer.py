@@ -973,14 +973,15 @@ class _Compiled:
             # for numbers and timestamps (a third less server CPU per call row, measured).
             self.copy_types: list[int] | None = None
             self._jsonb_at: tuple[int, ...] = ()
+            self._json_at: tuple[int, ...] = ()
             if dialect.name == "postgresql" and dialect.driver == "psycopg":
                 binary = _binary_copy_types(table, columns, dialect)
                 if binary is not None:
-                    self.copy_types, self._jsonb_at = binary
+                    self.copy_types, self._jsonb_at, self._json_at = binary
                     self.copy_sql += " (FORMAT BINARY)"
         # Whether JSON columns are sent as UTF-8 bytes (binary COPY): content encoded to bytes
         # at once is not turned into text and back.
-        self.json_as_utf8 = bool(self._jsonb_at) if columns is not None else False
+        self.json_as_utf8 = bool(self._jsonb_at or self._json_at) if columns is not None else False
 
     def encode(self, row: dict[str, Any]) -> Any:
         to_time = self._time
@@ -1005,6 +1006,10 @@ class _Compiled:
             value = row[at]
             if value is not None:
                 row[at] = b"\x01" + (value if type(value) is bytes else value.encode())
+        for at in self._json_at:  # JSON's binary form: the text
+            value = row[at]
+            if type(value) is str:
+                row[at] = value.encode()
         return self._reorder(row) if self._reorder is not None else row
 
     def multirow_statements(self, rows: list[Any], connection: Any) -> list[tuple[str, tuple[Any, ...]]]:
@@ -1046,8 +1051,8 @@ class _Compiled:
         """``rows`` as executemany parameters (pyformat drivers take dicts)."""
         if self.columns is None or self._positional:
             return rows
-        columns, jsonb_at = self.columns, self._jsonb_at
-        if not jsonb_at:
+        columns, jsonb_at, json_at = self.columns, self._jsonb_at, self._json_at
+        if not jsonb_at and not json_at:
             return [dict(zip(columns, row)) for row in rows]
         params = []
         for row in rows:
@@ -1056,6 +1061,10 @@ class _Compiled:
                 value = values[at]
                 if value is not None:
                     values[at] = value[1:].decode()
+            for at in json_at:
+                value = values[at]
+                if value is not None:
+                    values[at] = value.decode()
             params.append(dict(zip(columns, values)))
         return params
 
@@ -1075,20 +1084,25 @@ def _sqlite_variable_limit(connection: Any) -> int:
 
 
 # SQL types of the writer's COPY columns -> the psycopg type each is sent as in binary COPY.
-# JSONB goes as bytea: its binary input is a version byte and the JSON text, which the rows carry.
+# JSON and JSONB go as bytea: their binary input is the JSON text (JSONB's after a version byte),
+# which the rows carry as UTF-8.
 _BINARY_COPY_TYPES = {
     "VARCHAR": "varchar", "TEXT": "text", "TIMESTAMP WITH TIME ZONE": "timestamptz", "DOUBLE PRECISION": "float8",
-    "BIGINT": "int8", "INTEGER": "int4", "BOOLEAN": "bool", "JSONB": "bytea",
+    "BIGINT": "int8", "INTEGER": "int4", "BOOLEAN": "bool", "JSONB": "bytea", "JSON": "bytea",
 }
 
 
-def _binary_copy_types(table: Any, columns: tuple[str, ...], dialect: Any) -> tuple[list[int], tuple[int, ...]] | None:
-    """``(type oids, JSONB positions)`` for a binary COPY of ``columns``; None if one has no binary form here."""
+def _binary_copy_types(
+    table: Any, columns: tuple[str, ...], dialect: Any
+) -> tuple[list[int], tuple[int, ...], tuple[int, ...]] | None:
+    """``(type oids, JSONB positions, JSON positions)`` for a binary COPY of ``columns``; None if
+    one has no binary form here."""
     try:
         from psycopg import adapters
 
         oids: list[int] = []
         jsonb: list[int] = []
+        json_: list[int] = []
         for at, name in enumerate(columns):
             sql_type = table.c[name].type.compile(dialect=dialect).split("(")[0]
             type_name = _BINARY_COPY_TYPES.get(sql_type)
@@ -1100,7 +1114,9 @@ def _binary_copy_types(table: Any, columns: tuple[str, ...], dialect: Any) -> tu
             oids.append(info.oid)
             if sql_type == "JSONB":
                 jsonb.append(at)
-        return oids, tuple(jsonb)
+            elif sql_type == "JSON":
+                json_.append(at)
+        return oids, tuple(jsonb), tuple(json_)
     except Exception:  # pragma: no cover - text COPY then
         return None
 

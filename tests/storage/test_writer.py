@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import multiprocessing
@@ -704,3 +705,37 @@ def test_the_records_a_killed_writer_still_held_are_counted_as_drops_by_the_next
             assert w.shutdown(timeout=10)
     assert _drops(db_url) == {(T0 + 2 * HOUR, "unclean_exit"): 7}
 
+
+
+def test_the_converter_steps_aside_only_while_the_database_thread_writes(
+    tmp_path: Path, call: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converter lets the database thread have the GIL every YIELD_EVERY_RECORDS records while
+    it writes (so it never waits a whole switch interval to come back from the driver), and
+    never otherwise; the rows are the same either way."""
+    from wasteaudit.storage import writer as writer_module
+    from wasteaudit.storage.writer import YIELD_EVERY_RECORDS, YIELD_S, _Batch
+
+    created = Writer(f"sqlite:///{tmp_path / 'w.db'}", queue_size=10)
+    created.shutdown(timeout=0)
+    created._connect()
+    slept: list[float] = []
+    monkeypatch.setattr(writer_module.time, "sleep", slept.append)
+    count = 2 * YIELD_EVERY_RECORDS + 1
+
+    template = []
+    for index in range(count):
+        record = call()
+        record.id = f"{index:032x}"
+        template.append(record)
+
+    def rows(step_aside: bool, writing: bool) -> list[Any]:
+        created._db_writing = writing
+        return [unit[2] for unit in created._prepare(_Batch(copy.deepcopy(template)), step_aside=step_aside)]
+
+    plain = rows(step_aside=False, writing=True)
+    assert slept == []
+    assert rows(step_aside=True, writing=False) == plain and slept == []
+    assert rows(step_aside=True, writing=True) == plain
+    assert slept == [YIELD_S] * 3  # records 0, 16 and 32
+    created._engine.dispose()

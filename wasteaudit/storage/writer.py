@@ -84,6 +84,15 @@ ATEXIT_TIMEOUT_S = 5.0
 _clock = time.time  # the wall clock drops are counted by (tests move it)
 
 READY_BATCHES = 2  # converted batches waiting for the database thread (memory stays bounded by queue_size)
+# While the database thread is writing, the converter steps aside (sleeps, releasing the GIL)
+# every this many records. Each time the database thread comes back from the driver's C code
+# (a COPY, a statement, a commit: several per batch) it needs the GIL; if the converter holds it
+# and never lets go, it waits a whole switch interval (5 ms by default), and those waits were
+# half of its time per batch. Stepping aside every ~16 records bounds each wait to about a
+# millisecond, for a few percent of the converter's time; the interval itself is process-wide
+# and the app's, so it is not changed.
+YIELD_EVERY_RECORDS = 16
+YIELD_S = 50e-6
 
 
 class _Batch:
@@ -299,6 +308,7 @@ class Writer:
         self._ready: deque[_Batch] = deque()  # converted, waiting for the database thread
         self._converter_done = False
         self._db_done = False
+        self._db_writing = False  # the database thread is in _write (the converter steps aside now and then)
         self._engine_lock = threading.Lock()
         self._last_write_at: float | None = None
         self._last_error: str | None = None
@@ -418,7 +428,7 @@ class Writer:
                 if self._broken is None:
                     try:
                         self._statements_for_encoding()
-                        batch.units = self._prepare(batch)
+                        batch.units = self._prepare(batch, step_aside=True)
                     except Exception:  # the database thread retries the conversion or drops the batch
                         batch.units, batch.invalid = None, 0
                 with self._cond:
@@ -458,7 +468,12 @@ class Writer:
                     if self._last_batch_ok:
                         self._write_drops()  # shutting down: the drops counted meanwhile
                     return
-            if self._write(batch):
+            self._db_writing = True
+            try:
+                written = self._write(batch)
+            finally:
+                self._db_writing = False
+            if written:
                 batch, backoff = None, 0.0
                 continue
             backoff = min(BACKOFF_MAX_S, max(BACKOFF_START_S, backoff * 2))
@@ -698,8 +713,12 @@ class Writer:
         except Exception as exc:  # best effort at exit
             self._report("state", f"wasteaudit could not clear its writer state row: {_describe(exc)}", logging.WARNING)
 
-    def _prepare(self, batch: _Batch) -> list[tuple[Any, ...]]:
-        """Rows for each record; a record that cannot be converted is dropped alone (``batch.invalid``)."""
+    def _prepare(self, batch: _Batch, *, step_aside: bool = False) -> list[tuple[Any, ...]]:
+        """Rows for each record; a record that cannot be converted is dropped alone (``batch.invalid``).
+
+        ``step_aside`` (the converter thread): let the database thread have the GIL now and then
+        while it writes (``YIELD_EVERY_RECORDS``).
+        """
         from wasteaudit._internal.content import apply_content_policy
         from wasteaudit.storage.convert import call_values, content_checker, run_row, score_row
         from wasteaudit.storage.pricing import price_call
@@ -717,7 +736,10 @@ class Writer:
             content_checker(settings.max_output_bytes, utf8=statements.insert_call.json_as_utf8)
             if settings is not None else None
         )
-        for record in batch.records:
+        sleep = time.sleep
+        for position, record in enumerate(batch.records):
+            if step_aside and not position % YIELD_EVERY_RECORDS and self._db_writing:
+                sleep(YIELD_S)
             try:
                 kind = type(record)
                 encoded = None

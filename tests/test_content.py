@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -273,14 +275,27 @@ _PIECES = st.sampled_from(
 _TEXTS = st.lists(st.one_of(_PIECES, st.text(max_size=6)), max_size=14).map("".join)
 
 
+def _both_gates() -> Any:
+    """The RE2 gate (the ``fast`` extra, installed for the tests) and the pure-Python gates."""
+    from wasteaudit._internal import content
+
+    content._may_hold_secret("resolve the RE2 gate")
+    native = content._native_search
+    assert native is not None, "google-re2 is not installed: the RE2 gate would go untested"
+    for search in (native, None):
+        with mock.patch.object(content, "_native_search", search):
+            yield search is not None
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=_TEXTS)
 def test_every_text_the_patterns_match_passes_the_gates(text: str) -> None:
     from wasteaudit._internal.content import _SECRET_PATTERNS, _may_hold_secret, scrub
 
     if _SECRET_PATTERNS.search(text) is not None:
-        assert _may_hold_secret(text)
-        assert scrub(text) != text
+        for native in _both_gates():
+            assert _may_hold_secret(text), native
+            assert scrub(text) != text
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -289,7 +304,22 @@ def test_texts_checked_together_keep_each_ones_secret(texts: list[str]) -> None:
     from wasteaudit._internal.content import _SECRET_PATTERNS, may_hold_secret
 
     if any(_SECRET_PATTERNS.search(text) is not None for text in texts):
-        assert may_hold_secret("\n".join(texts))
+        for native in _both_gates():
+            assert may_hold_secret("\n".join(texts)), native
+
+
+@pytest.mark.parametrize("text", [
+    "Ordinary prose: no keys, no key=value, nothing to scrub at all.",
+    "The secret of a good password is its length: twenty characters beat eight.",
+    '{"role": "user", "content": "Summarize the ticket: printer jam on floor 3 (x=4, y=5)."}',
+    "Ünïcödé prose — with emoji 😀, a URL https://example.com/a?b=c&d=e and sk- in passing.",
+])
+def test_both_gates_let_ordinary_text_through(text: str) -> None:
+    """The gates exist to spare ordinary text the regex: neither fires on it."""
+    from wasteaudit._internal.content import _SECRET_PATTERNS, _may_hold_secret
+
+    assert _SECRET_PATTERNS.search(text) is None
+    assert [_may_hold_secret(text) for _ in _both_gates()] == [False, False]
 
 
 def test_the_folded_characters_are_all_those_the_patterns_take_for_ascii_letters() -> None:

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from wasteaudit._internal.textcache import TextCache
 
@@ -114,8 +114,47 @@ def _kv_secret_at_separators(folded: bytes) -> bool | None:
     return False
 
 
+def _native_gate() -> Callable[[bytes], Any] | None:
+    """The gates above as one RE2 automaton (google-re2, the ``fast`` extra), or None.
+
+    One pass over the text's UTF-8 in C++ instead of a dozen scans and a Python loop over the
+    separators: about a third of the time. The same necessary conditions, case-insensitive
+    (only ever a superset): a key's prefix, ``bearer``, or a keyword, an optional quote,
+    whitespace, a separator, whitespace, an optional quote and 8 value bytes, any byte >= 0x80
+    counting as whitespace and as a value byte. Text is folded first as for the other gates.
+    tests/test_content.py checks both gates against the regex.
+    """
+    try:
+        import re2
+    except ImportError:
+        return None
+    try:
+        options = re2.Options()
+        options.encoding = re2.Options.Encoding.LATIN1  # bytes, not UTF-8 characters
+        options.case_sensitive = False
+        keywords = b"|".join(_KV_WORDS)
+        pattern = (
+            rb"sk-[a-z0-9_\-]{16}|gh[pousr]_[a-z0-9]{36}|xox|akia|aiza|bearer"
+            rb"|(?:" + keywords + rb")[\"']?" + _SPACE + rb"*[:=]" + _SPACE + rb"*[\"']?" + _VALUE
+        )
+        return re2.compile(pattern, options).search
+    except Exception:  # pragma: no cover - an incompatible re2 module: the gates above then
+        return None
+
+
+_UNRESOLVED: Any = object()
+_native_search: Any = _UNRESOLVED  # resolved at the first check, off the app's import path
+
+
 def _may_hold_secret(text: str) -> bool:
+    global _native_search
+    if _native_search is _UNRESOLVED:
+        _native_search = _native_gate()
     data = _utf8(text)
+    if _native_search is not None:
+        if len(data) != len(text) and _may_fold(data):
+            data = _utf8(text.translate(_FOLD_TO_ASCII))
+        return _native_search(data) is not None
     if b"-" in data and (b"xox" in data or _KEY_PREFIXES[0].search(data) is not None):  # sk-..., xox?-...
         return True
     if b"_" in data and _KEY_PREFIXES[1].search(data) is not None:  # gh?_...

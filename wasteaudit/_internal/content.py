@@ -132,9 +132,10 @@ def _native_gate() -> Callable[[bytes], bool] | None:
         options = re2.Options()
         options.encoding = re2.Options.Encoding.LATIN1  # bytes, not UTF-8 characters
         options.case_sensitive = False
+        keys = b"|".join(prefix.pattern for prefix in _KEY_PREFIXES)  # sk-..., gh?_...
         keywords = b"|".join(_KV_WORDS)
         pattern = (
-            rb"sk-[a-z0-9_\-]{16}|gh[pousr]_[a-z0-9]{36}|xox|akia|aiza|bearer"
+            keys + rb"|xox|akia|aiza|bearer"
             rb"|(?:" + keywords + rb")[\"']?" + _SPACE + rb"*[:=]" + _SPACE + rb"*[\"']?" + _VALUE
         )
         compiled = re2.compile(pattern, options)
